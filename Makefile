@@ -1,0 +1,101 @@
+# kvm-spp: EPT-based Sub-Page write Protection for Linux 6.12 KVM.
+#
+#   make run          the demo: a guest writes across a sub-page-protected page
+#                     on Bochs's emulated SPP CPU (tigerlake)
+#   make check        the full test matrix, one table, `N passed, N failed`
+#   make kernel       bzImage (FLAVOUR=base|debug)
+#   make export       the whole change as a git-am-able series + cover letter
+#
+# Variables: FLAVOUR=base|debug, CELLS="bochs-tigerlake-tdp1 ...",
+# BENCH_INJECT=fail|warn|hang (prove the bench catches each; off by default).
+
+SHELL     := /bin/bash
+REPO      := $(CURDIR)
+BUILD     := $(REPO)/build
+SRC       := $(BUILD)/linux
+FLAVOUR   ?= base
+OBJ       := $(BUILD)/obj-$(FLAVOUR)
+STOUT     := $(BUILD)/selftests
+RAMFS     := $(BUILD)/initramfs-$(FLAVOUR).cpio.gz
+RESULTS   := $(BUILD)/results-$(FLAVOUR)
+JOBS      ?= $(shell nproc)
+CCACHE_DIR ?= /var/cache/kvm-spp/ccache
+export CCACHE_DIR
+CELLS     ?= bochs-tigerlake-tdp1 bochs-tigerlake-tdp0 \
+             bochs-skylake-tdp1 bochs-skylake-tdp0 \
+             qemu-svm-tdp1 qemu-svm-tdp0
+BENCH_INJECT ?=
+
+KMAKE = $(MAKE) -C $(SRC) O=$(OBJ) CC="ccache gcc" HOSTCC="ccache gcc" \
+	-j$(JOBS) KCFLAGS="$(KCFLAGS)"
+
+DEBS := build-essential bc bison flex libelf-dev libssl-dev cpio gzip lz4 rsync \
+	xz-utils kmod ccache sparse linux-source-6.12 busybox-static \
+	qemu-system-x86 bochs bochsbios vgabios bochs-term isolinux \
+	syslinux-common xorriso
+
+CONFIGS := $(REPO)/bench/config/base.config \
+	$(if $(filter debug,$(FLAVOUR)),$(REPO)/bench/config/debug.config)
+
+.PHONY: all deps tree kernel selftests initramfs check run export clean \
+	FORCE
+
+all: kernel selftests initramfs
+
+# Debian packages: installed once, checked cheaply afterwards.
+$(BUILD)/.deps: Makefile
+	@mkdir -p $(BUILD) $(CCACHE_DIR)
+	@missing=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(DEBS) 2>/dev/null | \
+		awk '$$NF!="installed"{print $$1}'; \
+		for p in $(DEBS); do dpkg-query -W $$p >/dev/null 2>&1 || echo $$p; done); \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing// /}" ]; then \
+		echo "  APT     $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@touch $@
+deps: $(BUILD)/.deps
+
+tree: $(BUILD)/.deps FORCE
+	@$(REPO)/bench/prepare-tree $(SRC)
+
+$(OBJ)/.config: $(CONFIGS) | tree
+	@mkdir -p $(OBJ)
+	$(KMAKE) -s tinyconfig
+	cd $(SRC) && scripts/kconfig/merge_config.sh -m -O $(OBJ) \
+		$(OBJ)/.config $(CONFIGS) >/dev/null
+	$(KMAKE) -s olddefconfig
+	@$(REPO)/bench/check-config $(OBJ)/.config $(CONFIGS)
+
+kernel: tree $(OBJ)/.config
+	@$(REPO)/bench/check-config $(OBJ)/.config $(CONFIGS)
+	$(KMAKE) -s bzImage
+	@ls -l $(OBJ)/arch/x86/boot/bzImage
+
+# Selftests read the uAPI headers from $(SRC)/usr/include.
+selftests: tree $(OBJ)/.config
+	$(KMAKE) -s headers_install INSTALL_HDR_PATH=$(SRC)/usr
+	$(MAKE) -s -C $(SRC)/tools/testing/selftests/kvm OUTPUT=$(STOUT) \
+		EXTRA_CFLAGS="-static" CC="ccache gcc" -j$(JOBS) \
+		$(addprefix $(STOUT)/,$(shell $(REPO)/bench/test-list all))
+	$(MAKE) -s -C $(SRC)/tools/kvm/spp_demo UAPI=$(SRC)/usr/include \
+		OUT=$(STOUT)/spp_demo
+
+initramfs: selftests
+	@$(REPO)/bench/mkinitramfs $(STOUT) $(RAMFS)
+
+check: kernel initramfs
+	@$(REPO)/bench/matrix $(OBJ)/arch/x86/boot/bzImage $(RAMFS) \
+		$(RESULTS) "$(BENCH_INJECT)" $(CELLS)
+
+run: kernel initramfs
+	@$(REPO)/bench/demo $(OBJ)/arch/x86/boot/bzImage $(RAMFS) $(BUILD)/demo
+
+export: tree
+	@$(REPO)/bench/export-series $(SRC) $(BUILD)/series
+
+clean:
+	rm -rf $(BUILD)
+
+FORCE:
