@@ -15,12 +15,24 @@
  * is let through only if every byte lands in a writable sub-page, otherwise
  * the vCPU exits to userspace with KVM_EXIT_SPP, nothing written and RIP
  * still at the instruction.
+ *
+ * Enforcement with SPP hardware (VMX, see vmx/spp.c): the protected gfns are
+ * still write-tracked, but their 4 KiB EPT leaves are armed with the SPP bit
+ * and the CPU looks the write permission up in the SPP table (SPPT), so a
+ * write to a writable sub-page costs no VM exit at all.  A denied write is
+ * an EPT violation that reaches the emulation path above, which classifies
+ * it by the same permission store.  The SPPT is built here: four levels
+ * indexed by gfn like EPT, non-leaf entries holding the next table's
+ * physical address with bit 0 (valid) set, leaf entries holding the 64-bit
+ * vector in which sub-page i is writable if bit 2i is set.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/kvm_host.h>
 #include <linux/slab.h>
 #include <linux/xarray.h>
+
+#include <asm/vmx.h>
 
 #include "mmu.h"
 #include "mmu_internal.h"
@@ -56,6 +68,312 @@ static bool spp_range_writable(u32 vector, unsigned int offset,
 	return (vector & mask) == mask;
 }
 
+/* Set when the vendor module enforces SPP in hardware (kvm_spp_set_hw()). */
+static bool kvm_spp_hw __read_mostly;
+
+/**
+ * kvm_spp_set_hw() - tell KVM whether the CPU can enforce SPP
+ * @enable: true if the vendor module can run VMs with hardware SPP
+ *
+ * Called by the vendor module when it sets up and tears down hardware.
+ */
+void kvm_spp_set_hw(bool enable)
+{
+	WRITE_ONCE(kvm_spp_hw, enable);
+}
+EXPORT_SYMBOL_GPL(kvm_spp_set_hw);
+
+static bool spp_hw(struct kvm *kvm)
+{
+	return kvm_spp_enabled(kvm) && kvm->arch.sppt.root;
+}
+
+/**
+ * kvm_spp_sppt_vector() - SPPT leaf entry of a 32-bit write-permission vector
+ * @access: bit i set = sub-page i writable
+ *
+ * Return: the 64-bit leaf entry, with sub-page i's permission in bit 2i.
+ */
+u64 kvm_spp_sppt_vector(u32 access)
+{
+	u64 v = 0;
+	int i;
+
+	for (i = 0; i < 32; i++)
+		if (access & BIT(i))
+			v |= BIT_ULL(2 * i);
+	return v;
+}
+
+#define SPPT_FULL_ACCESS	0x5555555555555555ULL
+#define SPPT_ENTRY_VALID	BIT_ULL(0)
+#define SPPT_ADDR_MASK		GENMASK_ULL(51, 12)
+
+static unsigned int sppt_index(gfn_t gfn, int level)
+{
+	return (gfn >> ((level - 1) * 9)) & 511;
+}
+
+static u64 *sppt_table(u64 entry)
+{
+	return __va(entry & SPPT_ADDR_MASK);
+}
+
+/**
+ * kvm_sppt_prepare() - allocate the SPPT levels that map a gfn
+ * @t: the SPP table
+ * @gfn: guest frame number
+ *
+ * New leaf tables are filled with "all writable" entries.  Sleeps; the
+ * caller serializes changes of @t.
+ *
+ * Return: 0 on success, -ENOMEM.
+ */
+int kvm_sppt_prepare(struct kvm_sppt *t, gfn_t gfn)
+{
+	u64 *table = t->root, *entry;
+	int level, i;
+
+	for (level = 4; level > 1; level--) {
+		entry = &table[sppt_index(gfn, level)];
+		if (!(READ_ONCE(*entry) & SPPT_ENTRY_VALID)) {
+			u64 *next = (u64 *)get_zeroed_page(GFP_KERNEL_ACCOUNT);
+
+			if (!next)
+				return -ENOMEM;
+			if (level == 2)
+				for (i = 0; i < 512; i++)
+					next[i] = SPPT_FULL_ACCESS;
+			/* The CPU may walk the table as soon as it is linked. */
+			smp_wmb();
+			WRITE_ONCE(*entry, __pa(next) | SPPT_ENTRY_VALID);
+		}
+		table = sppt_table(READ_ONCE(*entry));
+	}
+	return 0;
+}
+
+/* The leaf entry of @gfn, or NULL if a level is missing. */
+static u64 *sppt_leaf(struct kvm_sppt *t, gfn_t gfn)
+{
+	u64 *table = t->root, entry;
+	int level;
+
+	for (level = 4; level > 1; level--) {
+		entry = READ_ONCE(table[sppt_index(gfn, level)]);
+		if (!(entry & SPPT_ENTRY_VALID))
+			return NULL;
+		table = sppt_table(entry);
+	}
+	return &table[sppt_index(gfn, 1)];
+}
+
+/**
+ * kvm_sppt_set() - store the write permissions of a gfn in the SPP table
+ * @t: the SPP table
+ * @gfn: guest frame number
+ * @access: 32-bit write-permission vector
+ *
+ * The levels must exist (kvm_sppt_prepare()) unless @access is
+ * KVM_SUBPAGE_FULL_ACCESS, for which a missing level is as good as a leaf.
+ */
+void kvm_sppt_set(struct kvm_sppt *t, gfn_t gfn, u32 access)
+{
+	u64 *leaf = sppt_leaf(t, gfn);
+
+	if (leaf)
+		WRITE_ONCE(*leaf, kvm_spp_sppt_vector(access));
+	else
+		WARN_ON_ONCE(access != KVM_SUBPAGE_FULL_ACCESS);
+}
+
+static bool sppt_table_unused(u64 *table, int level)
+{
+	u64 empty = level == 1 ? SPPT_FULL_ACCESS : 0;
+	int i;
+
+	for (i = 0; i < 512; i++)
+		if (READ_ONCE(table[i]) != empty)
+			return false;
+	return true;
+}
+
+/**
+ * kvm_sppt_prune() - unlink the SPPT tables on a gfn's path that map nothing
+ * @t: the SPP table
+ * @gfn: guest frame number
+ * @freed: list the unlinked tables go to (via their struct page)
+ *
+ * A leaf table is unused when all its entries allow every write, an upper
+ * table when it links no table.  The caller frees @freed with
+ * kvm_sppt_free_list() once the CPUs can no longer walk the tables.
+ */
+void kvm_sppt_prune(struct kvm_sppt *t, gfn_t gfn, struct list_head *freed)
+{
+	u64 *path[5];
+	int level;
+
+	path[4] = t->root;
+	for (level = 4; level > 1; level--) {
+		u64 entry = READ_ONCE(path[level][sppt_index(gfn, level)]);
+
+		if (!(entry & SPPT_ENTRY_VALID))
+			return;
+		path[level - 1] = sppt_table(entry);
+	}
+	for (level = 1; level < 4; level++) {
+		if (!sppt_table_unused(path[level], level))
+			return;
+		WRITE_ONCE(path[level + 1][sppt_index(gfn, level + 1)], 0);
+		list_add(&virt_to_page(path[level])->lru, freed);
+	}
+}
+
+/**
+ * kvm_sppt_free_list() - free the tables unlinked by kvm_sppt_prune()
+ * @freed: the list
+ */
+void kvm_sppt_free_list(struct list_head *freed)
+{
+	struct page *page, *tmp;
+
+	list_for_each_entry_safe(page, tmp, freed, lru) {
+		list_del(&page->lru);
+		__free_page(page);
+	}
+}
+
+static void sppt_free_level(u64 *table, int level)
+{
+	int i;
+
+	if (level > 1)
+		for (i = 0; i < 512; i++)
+			if (table[i] & SPPT_ENTRY_VALID)
+				sppt_free_level(sppt_table(table[i]), level - 1);
+	free_page((unsigned long)table);
+}
+
+/**
+ * kvm_sppt_init() - allocate the root of an SPP table
+ * @t: the SPP table
+ *
+ * Return: 0 on success, -ENOMEM.
+ */
+int kvm_sppt_init(struct kvm_sppt *t)
+{
+	t->root = (u64 *)get_zeroed_page(GFP_KERNEL_ACCOUNT);
+	return t->root ? 0 : -ENOMEM;
+}
+
+/**
+ * kvm_sppt_destroy() - free a whole SPP table
+ * @t: the SPP table
+ */
+void kvm_sppt_destroy(struct kvm_sppt *t)
+{
+	if (t->root)
+		sppt_free_level(t->root, 4);
+	t->root = NULL;
+}
+
+/**
+ * kvm_spp_sppt_root() - physical address of a VM's SPP table, for SPPTP
+ * @kvm: the VM
+ *
+ * Return: the root's physical address, or 0 if the VM does not use
+ * hardware SPP.
+ */
+u64 kvm_spp_sppt_root(struct kvm *kvm)
+{
+	return spp_hw(kvm) ? __pa(kvm->arch.sppt.root) : 0;
+}
+EXPORT_SYMBOL_GPL(kvm_spp_sppt_root);
+
+/**
+ * kvm_spp_handle_sppt_miss() - build the SPPT levels of a faulting gpa
+ * @vcpu: the vCPU that took the SPPT-miss VM exit
+ * @gpa: the guest-physical address of the access
+ *
+ * Return: 1 to resume the guest, or -EIO after flagging the VM as buggy if
+ * the table was already complete (the CPU would miss again forever).
+ */
+int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
+{
+	struct kvm *kvm = vcpu->kvm;
+	gfn_t gfn = gpa_to_gfn(gpa);
+	bool complete;
+	int r = 0;
+
+	if (KVM_BUG_ON(!spp_hw(kvm), kvm))
+		return -EIO;
+
+	mutex_lock(&kvm->arch.spp_lock);
+	complete = sppt_leaf(&kvm->arch.sppt, gfn);
+	if (!complete) {
+		r = kvm_sppt_prepare(&kvm->arch.sppt, gfn);
+		if (!r)
+			kvm_sppt_set(&kvm->arch.sppt, gfn, spp_get_vector(kvm, gfn));
+	}
+	mutex_unlock(&kvm->arch.spp_lock);
+	if (r)
+		return r;
+
+	/* A miss on a complete path is a stale translation or a KVM bug. */
+	if (complete && vcpu->arch.spp_last_miss == gfn + 1) {
+		KVM_BUG_ON(1, kvm);
+		return -EIO;
+	}
+	vcpu->arch.spp_last_miss = complete ? gfn + 1 : 0;
+	if (complete)
+		kvm_flush_remote_tlbs(kvm);
+	return 1;
+}
+EXPORT_SYMBOL_GPL(kvm_spp_handle_sppt_miss);
+
+/**
+ * kvm_spp_spte_mask() - SPTE bits that arm SPP on a write-protected leaf
+ * @kvm: the VM
+ * @slot: the gfn's memslot
+ * @gfn: the guest frame
+ * @level: the level of the leaf SPTE being made
+ *
+ * Only 4 KiB leaves of protected gfns are armed, and not while the memslot
+ * logs dirty pages: writes permitted by the CPU would not be logged.
+ *
+ * Return: the EPT SPP bit, or 0.
+ */
+u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
+		      gfn_t gfn, int level)
+{
+	if (!spp_hw(kvm) || level != PG_LEVEL_4K ||
+	    kvm_slot_dirty_track_enabled(slot) ||
+	    spp_get_vector(kvm, gfn) == KVM_SUBPAGE_FULL_ACCESS)
+		return 0;
+	return VMX_EPT_SPP_BIT;
+}
+
+/**
+ * kvm_spp_slot_dirty_logging() - re-arm SPP when dirty logging toggles
+ * @kvm: the VM
+ * @slot: the memslot whose KVM_MEM_LOG_DIRTY_PAGES flag changed
+ *
+ * Zaps the protected gfns of @slot, so that they fault back in with the SPP
+ * bit (logging off) or without it, i.e. fully trapped (logging on).
+ */
+void kvm_spp_slot_dirty_logging(struct kvm *kvm,
+				const struct kvm_memory_slot *slot)
+{
+	unsigned long gfn;
+	void *entry;
+
+	if (!spp_hw(kvm))
+		return;
+	xa_for_each_range(&kvm->arch.spp_access, gfn, entry, slot->base_gfn,
+			  slot->base_gfn + slot->npages - 1)
+		kvm_zap_gfn_range(kvm, gfn, gfn + 1);
+}
+
 /**
  * kvm_spp_check_extension() - value of KVM_CHECK_EXTENSION(KVM_CAP_X86_SPP)
  *
@@ -65,7 +383,8 @@ static bool spp_range_writable(u32 vector, unsigned int offset,
  */
 int kvm_spp_check_extension(void)
 {
-	return KVM_SPP_MAX_PAGES;
+	return KVM_SPP_MAX_PAGES |
+	       (READ_ONCE(kvm_spp_hw) ? KVM_SPP_CAP_HW_ACCELERATED : 0);
 }
 
 /**
@@ -73,8 +392,11 @@ int kvm_spp_check_extension(void)
  * @kvm: the VM
  * @cap: the request; flags and all arguments must be zero
  *
+ * When the CPU can enforce SPP, the VM gets an SPP table and its vCPUs run
+ * with hardware SPP.
+ *
  * Return: 0 on success, -EINVAL for nonzero flags or arguments, -EEXIST if
- * SPP is already enabled, -EBUSY if the VM already has vCPUs.
+ * SPP is already enabled, -EBUSY if the VM already has vCPUs, -ENOMEM.
  */
 int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap)
 {
@@ -91,8 +413,11 @@ int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap)
 		r = -EBUSY;
 	} else {
 		xa_init(&kvm->arch.spp_access);
-		smp_store_release(&kvm->arch.spp_enabled, true);
-		r = 0;
+		mutex_init(&kvm->arch.spp_lock);
+		r = READ_ONCE(kvm_spp_hw) ? kvm_sppt_init(&kvm->arch.sppt) : 0;
+		/* Publish the initialized store; pairs with kvm_spp_enabled(). */
+		if (!r)
+			smp_store_release(&kvm->arch.spp_enabled, true);
 	}
 	mutex_unlock(&kvm->lock);
 	return r;
@@ -140,8 +465,10 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 			  const u32 *vec)
 {
 	struct xarray *xa = &kvm->arch.spp_access;
+	struct kvm_sppt *sppt = &kvm->arch.sppt;
 	struct kvm_memory_slot *slot;
-	bool protect = false;
+	bool protect = false, hw = spp_hw(kvm);
+	LIST_HEAD(freed);
 	unsigned long i;
 	gfn_t gfn;
 	void *old;
@@ -179,6 +506,26 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 		}
 	}
 
+	/*
+	 * Hardware path: the SPPT gets the new vectors of protected gfns before
+	 * their EPT leaves can be armed; unprotected ones are cleared below.
+	 */
+	if (hw) {
+		mutex_lock(&kvm->arch.spp_lock);
+		for (i = 0; i < sa->npages && !r; i++)
+			if (vec[i] != KVM_SUBPAGE_FULL_ACCESS)
+				r = kvm_sppt_prepare(sppt, sa->base_gfn + i);
+		if (r) {
+			mutex_unlock(&kvm->arch.spp_lock);
+			for (i = 0; i < sa->npages; i++)
+				xa_release(xa, sa->base_gfn + i);
+			return r;
+		}
+		for (i = 0; i < sa->npages; i++)
+			if (vec[i] != KVM_SUBPAGE_FULL_ACCESS)
+				kvm_sppt_set(sppt, sa->base_gfn + i, vec[i]);
+	}
+
 	write_lock(&kvm->mmu_lock);
 	for (i = 0; i < sa->npages; i++) {
 		gfn = sa->base_gfn + i;
@@ -204,6 +551,23 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 			__kvm_write_track_add_gfn(kvm, slot, gfn);
 	}
 	write_unlock(&kvm->mmu_lock);
+
+	if (hw) {
+		for (i = 0; i < sa->npages; i++) {
+			if (vec[i] != KVM_SUBPAGE_FULL_ACCESS)
+				continue;
+			kvm_sppt_set(sppt, sa->base_gfn + i, vec[i]);
+			kvm_sppt_prune(sppt, sa->base_gfn + i, &freed);
+		}
+		mutex_unlock(&kvm->arch.spp_lock);
+		/*
+		 * Refault the range: protected 4 KiB leaves come back armed with
+		 * the SPP bit, unprotected ones writable.  This also flushes the
+		 * SPPT entries cached in TLBs, so the pruned tables can go.
+		 */
+		kvm_zap_gfn_range(kvm, sa->base_gfn, sa->base_gfn + sa->npages);
+		kvm_sppt_free_list(&freed);
+	}
 	return 0;
 }
 
@@ -286,10 +650,18 @@ void kvm_spp_remove_slot(struct kvm *kvm, struct kvm_memory_slot *slot)
 	if (!kvm_spp_enabled(kvm))
 		return;
 
+	if (spp_hw(kvm))
+		mutex_lock(&kvm->arch.spp_lock);
 	xas_lock(&xas);
-	xas_for_each(&xas, entry, slot->base_gfn + slot->npages - 1)
+	xas_for_each(&xas, entry, slot->base_gfn + slot->npages - 1) {
 		xas_store(&xas, NULL);
+		if (spp_hw(kvm))
+			kvm_sppt_set(&kvm->arch.sppt, xas.xa_index,
+				     KVM_SUBPAGE_FULL_ACCESS);
+	}
 	xas_unlock(&xas);
+	if (spp_hw(kvm))
+		mutex_unlock(&kvm->arch.spp_lock);
 }
 
 /**
@@ -298,8 +670,10 @@ void kvm_spp_remove_slot(struct kvm *kvm, struct kvm_memory_slot *slot)
  */
 void kvm_spp_destroy_vm(struct kvm *kvm)
 {
-	if (kvm->arch.spp_enabled)
-		xa_destroy(&kvm->arch.spp_access);
+	if (!kvm->arch.spp_enabled)
+		return;
+	xa_destroy(&kvm->arch.spp_access);
+	kvm_sppt_destroy(&kvm->arch.sppt);
 }
 
 /**
@@ -369,6 +743,7 @@ int kvm_spp_check_emulated_write(struct kvm_vcpu *vcpu, unsigned long addr,
 			protected = true;
 			if (!spp_range_writable(vector, offset_in_page(gpa), now)) {
 				spp_prepare_exit(vcpu, gpa, insn_len,
+						 spp_hw(vcpu->kvm) ? 0 :
 						 KVM_SPP_EXIT_EMULATED);
 				return X86EMUL_IO_NEEDED;
 			}

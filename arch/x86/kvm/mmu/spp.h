@@ -7,6 +7,23 @@
 #include "kvm_emulate.h"
 
 #ifdef CONFIG_KVM_SPP
+/* The SPP table builder (hardware path), also used by the KUnit test. */
+int kvm_sppt_init(struct kvm_sppt *t);
+void kvm_sppt_destroy(struct kvm_sppt *t);
+int kvm_sppt_prepare(struct kvm_sppt *t, gfn_t gfn);
+void kvm_sppt_set(struct kvm_sppt *t, gfn_t gfn, u32 access);
+void kvm_sppt_prune(struct kvm_sppt *t, gfn_t gfn, struct list_head *freed);
+void kvm_sppt_free_list(struct list_head *freed);
+u64 kvm_spp_sppt_vector(u32 access);
+
+void kvm_spp_set_hw(bool enable);
+u64 kvm_spp_sppt_root(struct kvm *kvm);
+int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa);
+u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
+		      gfn_t gfn, int level);
+void kvm_spp_slot_dirty_logging(struct kvm *kvm,
+				const struct kvm_memory_slot *slot);
+
 int kvm_spp_check_extension(void);
 int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap);
 int kvm_vm_ioctl_subpages_access(struct kvm *kvm, unsigned int ioctl,
@@ -23,15 +40,35 @@ static inline bool kvm_spp_enabled(struct kvm *kvm)
 	return smp_load_acquire(&kvm->arch.spp_enabled);
 }
 #else
+static inline void kvm_spp_set_hw(bool enable) { }
+static inline u64 kvm_spp_sppt_root(struct kvm *kvm) { return 0; }
+
+static inline int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
+{
+	return -EIO;
+}
+
+static inline u64 kvm_spp_spte_mask(struct kvm *kvm,
+				    const struct kvm_memory_slot *slot,
+				    gfn_t gfn, int level)
+{
+	return 0;
+}
+
+static inline void kvm_spp_slot_dirty_logging(struct kvm *kvm,
+					      const struct kvm_memory_slot *slot) { }
 static inline int kvm_spp_check_extension(void) { return 0; }
 static inline void kvm_spp_destroy_vm(struct kvm *kvm) { }
 static inline void kvm_spp_remove_slot(struct kvm *kvm,
 				       struct kvm_memory_slot *slot) { }
+
 static inline bool kvm_spp_gfn_protected(struct kvm *kvm, gfn_t gfn)
 {
 	return false;
 }
+
 static inline bool kvm_spp_enabled(struct kvm *kvm) { return false; }
+
 static inline int kvm_spp_check_emulated_write(struct kvm_vcpu *vcpu,
 					       unsigned long addr,
 					       unsigned int bytes,

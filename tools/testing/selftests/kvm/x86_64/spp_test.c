@@ -447,15 +447,18 @@ static void log_vm_stat(struct kvm_vm *vm, const char *name, const char *when)
 	close(fd);
 }
 
+static bool spp_hw(void)
+{
+	return spp_cap & KVM_SPP_CAP_HW_ACCELERATED;
+}
+
+/* The hardware path reports its exits with flags 0. */
 static void check_spp_flags(struct kvm_run *run)
 {
-	if (spp_cap & KVM_SPP_CAP_HW_ACCELERATED)
-		TEST_ASSERT(!(run->spp.flags & ~KVM_SPP_EXIT_EMULATED),
-			    "unknown spp.flags 0x%x", run->spp.flags);
-	else
-		TEST_ASSERT(run->spp.flags == KVM_SPP_EXIT_EMULATED,
-			    "spp.flags 0x%x, expected KVM_SPP_EXIT_EMULATED",
-			    run->spp.flags);
+	uint32_t want = spp_hw() ? 0 : KVM_SPP_EXIT_EMULATED;
+
+	TEST_ASSERT(run->spp.flags == want, "spp.flags 0x%x, expected 0x%x",
+		    run->spp.flags, want);
 }
 
 static void check_insns(void)
@@ -1085,7 +1088,14 @@ TEST_F_TIMEOUT(spp, write_sizes, SPP_TIMEOUT)
 
 	TEST_ASSERT_EQ(run_steps(self), denied);
 	TEST_ASSERT_EQ(vcpu_stat(self->vcpu, "spp_exits"), denied);
-	TEST_ASSERT_EQ(vcpu_stat(self->vcpu, "spp_emulated_writes"), allowed);
+	/* With SPP hardware only the first touch of the page is emulated. */
+	if (spp_hw())
+		TEST_ASSERT(vcpu_stat(self->vcpu, "spp_emulated_writes") <= 1,
+			    "spp_emulated_writes %lu with SPP hardware",
+			    vcpu_stat(self->vcpu, "spp_emulated_writes"));
+	else
+		TEST_ASSERT_EQ(vcpu_stat(self->vcpu, "spp_emulated_writes"),
+			       allowed);
 	TEST_ASSERT_EQ(spp_get1(self->vm, SPP_GFN), vec);
 }
 
@@ -1136,7 +1146,7 @@ TEST_F_TIMEOUT(spp, unaligned_and_crossing, SPP_TIMEOUT)
 	exits = run_steps(self);
 	TEST_ASSERT_EQ(vcpu_stat(self->vcpu, "spp_exits"), exits);
 	/* 7 permitted writes touch protected pages (page crossings may count twice). */
-	TEST_ASSERT(vcpu_stat(self->vcpu, "spp_emulated_writes") >= 7,
+	TEST_ASSERT(spp_hw() || vcpu_stat(self->vcpu, "spp_emulated_writes") >= 7,
 		    "spp_emulated_writes %lu, expected at least 7",
 		    vcpu_stat(self->vcpu, "spp_emulated_writes"));
 	check_vectors(self->vm, SPP_GFN, SPP_NPAGES, vecs);
@@ -1291,7 +1301,112 @@ TEST_F_TIMEOUT(spp, huge_page, SPP_TIMEOUT)
 	TEST_ASSERT_EQ(run_steps(self), 1);
 	log_vm_stat(self->vm, "pages_2m", "after SET");
 	TEST_ASSERT_EQ(vcpu_stat(self->vcpu, "spp_exits"), 1);
-	TEST_ASSERT_EQ(vcpu_stat(self->vcpu, "spp_emulated_writes"), 1);
+	/* The page's first touch was the denied write; hardware does the rest. */
+	TEST_ASSERT_EQ(vcpu_stat(self->vcpu, "spp_emulated_writes"),
+		       spp_hw() ? 0 : 1);
+}
+
+#define COUNT_PERMITTED	64
+#define COUNT_DENIED	8
+
+/*
+ * Even sub-pages writable, odd ones protected.  Touch the page, then write
+ * writable sub-pages COUNT_PERMITTED times and protected ones COUNT_DENIED
+ * times, with a GUEST_SYNC between the phases for the host to read stats.
+ */
+static void guest_exit_counts(void)
+{
+	volatile uint8_t *page = (volatile uint8_t *)SPP_GVA;
+	int i;
+
+	(void)page[0];
+	page[8] = 1;
+	GUEST_SYNC(1);
+	for (i = 0; i < COUNT_PERMITTED; i++)
+		page[(i % 16) * 256 + 16] = i;
+	GUEST_SYNC(2);
+	for (i = 0; i < COUNT_DENIED; i++)
+		page[(i % 16) * 256 + 128 + 16] = i;
+	GUEST_SYNC(3);
+	GUEST_DONE();
+}
+
+struct exit_stats {
+	uint64_t pf, emul, spp_emul, spp_exits;
+};
+
+static void read_exit_stats(struct kvm_vcpu *vcpu, struct exit_stats *st)
+{
+	st->pf = vcpu_stat(vcpu, "pf_taken");
+	st->emul = vcpu_stat(vcpu, "insn_emulation");
+	st->spp_emul = vcpu_stat(vcpu, "spp_emulated_writes");
+	st->spp_exits = vcpu_stat(vcpu, "spp_exits");
+}
+
+/*
+ * What a permitted and a denied write cost, from KVM's own counters:
+ * page faults taken, instructions emulated and SPP exits.  Timer and other
+ * unrelated exits do not show up in these counters.
+ */
+TEST_F_TIMEOUT(spp, exit_counts, SPP_TIMEOUT)
+{
+	struct exit_stats s1, s2, s3;
+	struct kvm_vcpu *vcpu;
+	struct kvm_regs regs;
+	int exits = 0;
+	uint8_t *hva;
+	int i;
+
+	spp_vm_init(self, VM_MEM_SRC_ANONYMOUS, SPP_NPAGES, 0);
+	vcpu = self->vcpu;
+	vcpu_arch_set_entry_point(vcpu, guest_exit_counts);
+	spp_set1(self->vm, SPP_GFN, 0x55555555);
+
+	vcpu_run(vcpu);
+	expect_ucall(vcpu, UCALL_SYNC, 1);
+	read_exit_stats(vcpu, &s1);
+	vcpu_run(vcpu);
+	expect_ucall(vcpu, UCALL_SYNC, 2);
+	read_exit_stats(vcpu, &s2);
+	for (;;) {
+		vcpu_run(vcpu);
+		if (vcpu->run->exit_reason != KVM_EXIT_SPP)
+			break;
+		check_spp_flags(vcpu->run);
+		TEST_ASSERT_EQ(vcpu->run->spp.gpa,
+			       SPP_GPA + (exits % 16) * 256 + 128 + 16);
+		vcpu_regs_get(vcpu, &regs);
+		regs.rip += vcpu->run->spp.insn_len;
+		vcpu_regs_set(vcpu, &regs);
+		exits++;
+	}
+	expect_ucall(vcpu, UCALL_SYNC, 3);
+	read_exit_stats(vcpu, &s3);
+
+	ksft_print_msg("%s path: %d permitted writes: %lu page faults, %lu emulations; %d denied writes: %d SPP exits, %lu page faults, %lu emulations\n",
+		       spp_hw() ? "hardware" : "software", COUNT_PERMITTED,
+		       s2.pf - s1.pf, s2.emul - s1.emul, COUNT_DENIED, exits,
+		       s3.pf - s2.pf, s3.emul - s2.emul);
+
+	/* Each denied write: exactly one exit, nothing written. */
+	TEST_ASSERT_EQ(exits, COUNT_DENIED);
+	TEST_ASSERT_EQ(s3.spp_exits - s2.spp_exits, COUNT_DENIED);
+	hva = addr_gpa2hva(self->vm, SPP_GPA);
+	for (i = 0; i < 16; i++) {
+		TEST_ASSERT_EQ(hva[i * 256 + 16], (uint8_t)(COUNT_PERMITTED - 16 + i));
+		TEST_ASSERT_EQ(hva[i * 256 + 128 + 16], pattern(i * 256 + 128 + 16));
+	}
+
+	if (spp_hw()) {
+		/* The point of SPP hardware: permitted writes cost nothing. */
+		TEST_ASSERT_EQ(s2.pf - s1.pf, 0);
+		TEST_ASSERT_EQ(s2.emul - s1.emul, 0);
+		TEST_ASSERT_EQ(s2.spp_emul - s1.spp_emul, 0);
+	} else {
+		/* Software path: every permitted write traps and is emulated. */
+		TEST_ASSERT_EQ(s2.spp_emul - s1.spp_emul, COUNT_PERMITTED);
+		TEST_ASSERT_EQ(s2.pf - s1.pf, COUNT_PERMITTED);
+	}
 }
 
 TEST_F_TIMEOUT(spp, memslot_delete_move, SPP_TIMEOUT)

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * VMX side of sub-page write protection: the "sub-page write permissions"
+ * secondary VM-execution control (bit 23), the SPP table pointer (VMCS field
+ * 0x2030) and the SPP-related VM exit (basic exit reason 66).  The SPP table
+ * itself and the arming of EPT leaves live in mmu/spp.c.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/kvm_host.h>
+#include <linux/moduleparam.h>
+
+#include <asm/vmx.h>
+
+#include "capabilities.h"
+#include "mmu/spp.h"
+#include "spp.h"
+#include "vmx.h"
+
+/* Exit qualification of exit reason 66: set for a miss, clear for a misconfig. */
+#define SPP_EXIT_QUAL_MISS	BIT(11)
+
+bool __read_mostly enable_spp = true;
+module_param_named(spp, enable_spp, bool, 0444);
+MODULE_PARM_DESC(spp, "Use EPT-based sub-page write permissions when the CPU has them");
+
+/**
+ * vmx_spp_hardware_setup() - decide whether VMs get hardware SPP
+ *
+ * Hardware SPP needs EPT and the "sub-page write permissions" control.
+ */
+void vmx_spp_hardware_setup(void)
+{
+	if (!enable_ept || !cpu_has_vmx_spp())
+		enable_spp = false;
+	kvm_spp_set_hw(enable_spp);
+	if (enable_spp)
+		pr_info("EPT-based sub-page write protection enabled\n");
+}
+
+/**
+ * vmx_spp_hardware_unsetup() - stop offering hardware SPP
+ */
+void vmx_spp_hardware_unsetup(void)
+{
+	kvm_spp_set_hw(false);
+}
+
+/**
+ * vmx_spp_secondary_exec_control() - filter the SPP execution control
+ * @kvm: the VM
+ * @exec_control: secondary execution controls being built for a vCPU
+ *
+ * Return: @exec_control with SPP on only if @kvm uses hardware SPP.
+ */
+u32 vmx_spp_secondary_exec_control(struct kvm *kvm, u32 exec_control)
+{
+	if (!kvm_spp_sppt_root(kvm))
+		exec_control &= ~SECONDARY_EXEC_SPP;
+	return exec_control;
+}
+
+/**
+ * vmx_spp_init_vmcs() - point the vCPU's VMCS at its VM's SPP table
+ * @vcpu: the vCPU
+ */
+void vmx_spp_init_vmcs(struct kvm_vcpu *vcpu)
+{
+	u64 root = kvm_spp_sppt_root(vcpu->kvm);
+
+	if (root)
+		vmcs_write64(SPPT_POINTER, root);
+}
+
+/**
+ * vmx_handle_spp_exit() - handle the SPP-related VM exit
+ * @vcpu: the vCPU
+ *
+ * An SPPT miss (qualification bit 11 set) means a level of the SPP table is
+ * missing for the faulting address: build it and resume.  A misconfiguration
+ * (bit 11 clear: reserved bits, or an odd bit in a leaf) is a KVM bug, which
+ * is reported instead of re-entering the guest into the same exit.
+ *
+ * Return: 1 to resume the guest, <= 0 to exit to userspace.
+ */
+int vmx_handle_spp_exit(struct kvm_vcpu *vcpu)
+{
+	unsigned long qual = vmx_get_exit_qual(vcpu);
+	gpa_t gpa = vmcs_read64(GUEST_PHYSICAL_ADDRESS);
+
+	if (qual & SPP_EXIT_QUAL_MISS)
+		return kvm_spp_handle_sppt_miss(vcpu, gpa);
+
+	pr_err_ratelimited("SPPT misconfiguration at gpa 0x%llx, qualification 0x%lx\n",
+			   gpa, qual);
+	vcpu->run->exit_reason = KVM_EXIT_INTERNAL_ERROR;
+	vcpu->run->internal.suberror = KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON;
+	vcpu->run->internal.ndata = 3;
+	vcpu->run->internal.data[0] = EXIT_REASON_SPP;
+	vcpu->run->internal.data[1] = qual;
+	vcpu->run->internal.data[2] = gpa;
+	KVM_BUG_ON(1, vcpu->kvm);
+	return 0;
+}
