@@ -390,20 +390,21 @@ int kvm_spp_check_extension(void)
 /**
  * kvm_vm_ioctl_enable_spp() - KVM_ENABLE_CAP(KVM_CAP_X86_SPP) on a VM
  * @kvm: the VM
- * @cap: the request; flags and all arguments must be zero
+ * @cap: the request; args[0] may hold KVM_SPP_ENABLE_SOFTWARE, flags and
+ *	 the other arguments must be zero
  *
  * When the CPU can enforce SPP, the VM gets an SPP table and its vCPUs run
- * with hardware SPP.
+ * with hardware SPP, unless userspace asks for the software path.
  *
- * Return: 0 on success, -EINVAL for nonzero flags or arguments, -EEXIST if
+ * Return: 0 on success, -EINVAL for unknown flags or arguments, -EEXIST if
  * SPP is already enabled, -EBUSY if the VM already has vCPUs, -ENOMEM.
  */
 int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap)
 {
 	int r;
 
-	if (cap->flags || cap->args[0] || cap->args[1] || cap->args[2] ||
-	    cap->args[3])
+	if (cap->flags || (cap->args[0] & ~KVM_SPP_ENABLE_SOFTWARE) ||
+	    cap->args[1] || cap->args[2] || cap->args[3])
 		return -EINVAL;
 
 	mutex_lock(&kvm->lock);
@@ -414,7 +415,10 @@ int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap)
 	} else {
 		xa_init(&kvm->arch.spp_access);
 		mutex_init(&kvm->arch.spp_lock);
-		r = READ_ONCE(kvm_spp_hw) ? kvm_sppt_init(&kvm->arch.sppt) : 0;
+		r = 0;
+		if (READ_ONCE(kvm_spp_hw) &&
+		    !(cap->args[0] & KVM_SPP_ENABLE_SOFTWARE))
+			r = kvm_sppt_init(&kvm->arch.sppt);
 		/* Publish the initialized store; pairs with kvm_spp_enabled(). */
 		if (!r)
 			smp_store_release(&kvm->arch.spp_enabled, true);
