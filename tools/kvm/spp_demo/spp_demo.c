@@ -40,6 +40,11 @@
  *	for (i = 0; i < 32; i++)
  *		*(u8 *)(DATA_GPA + 128 * i + WRITE_OFF) = GUEST_VAL + i;
  *	hlt;
+ *
+ * Before each write the guest reloads CR3, which flushes its TLB.  A real
+ * CPU checks sub-page permissions on every write, but Bochs 2.7 caches a
+ * write that SPP permitted in its TLB for the whole page, so without the
+ * flush a later write to a protected sub-page would go unchecked there.
  */
 asm(
 "	.pushsection .rodata.guest, \"a\"\n"
@@ -49,9 +54,12 @@ asm(
 "	xor	%ax, %ax\n"
 "	mov	%ax, %ds\n"
 "	mov	$" STR(DATA_GPA + WRITE_OFF) ", %bx\n"
+"	movb	(%bx), %dl\n"		/* first touch: KVM maps the page */
 "	mov	$" STR(NR_SUBPAGES) ", %cx\n"
 "	mov	$" STR(GUEST_VAL) ", %al\n"
-"1:	movb	%al, (%bx)\n"		/* the write SPP checks */
+"1:	mov	%cr3, %edx\n"		/* flush the TLB: see below */
+"	mov	%edx, %cr3\n"
+"	movb	%al, (%bx)\n"		/* the write SPP checks */
 "	inc	%al\n"
 "	add	$" STR(SUBPAGE) ", %bx\n"
 "	loop	1b\n"
@@ -131,8 +139,10 @@ static void print_spp_stats(int vcpu)
 			continue;
 		if (pread(fd, &val, sizeof(val), h.data_offset + d->offset) ==
 		    sizeof(val))
-			printf("  stat %-20s %llu\n", d->name,
-			       (unsigned long long)val);
+			printf("  stat %-20s %llu%s\n", d->name,
+			       (unsigned long long)val,
+			       strcmp(d->name, "spp_emulated_writes") ? "" :
+			       "  (permitted writes that exited to KVM)");
 	}
 out_free:
 	free(descs);

@@ -419,9 +419,10 @@ int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap)
 		if (READ_ONCE(kvm_spp_hw) &&
 		    !(cap->args[0] & KVM_SPP_ENABLE_SOFTWARE))
 			r = kvm_sppt_init(&kvm->arch.sppt);
-		/* Publish the initialized store; pairs with kvm_spp_enabled(). */
-		if (!r)
+		if (!r) {
+			/* Pairs with smp_load_acquire() in kvm_spp_enabled(). */
 			smp_store_release(&kvm->arch.spp_enabled, true);
+		}
 	}
 	mutex_unlock(&kvm->lock);
 	return r;

@@ -184,5 +184,6 @@ static struct kunit_suite sppt_test_suite = {
 	.name = "kvm_spp_sppt",
 	.test_cases = sppt_test_cases,
 };
+
 kunit_test_suite(sppt_test_suite);
 
