@@ -38,6 +38,7 @@
 #include "test_util.h"
 #include "kvm_util.h"
 #include "processor.h"
+#include "vmx.h"
 #include "ucall_common.h"
 
 #define SPP_SLOT		10
@@ -1450,6 +1451,150 @@ TEST_F_TIMEOUT(spp, exit_counts, SPP_TIMEOUT)
 		TEST_ASSERT_EQ(s2.spp_emul - s1.spp_emul, COUNT_PERMITTED);
 		TEST_ASSERT_EQ(s2.pf - s1.pf, COUNT_PERMITTED);
 	}
+}
+
+/* A field of /proc/meminfo, in KiB. */
+static long meminfo_kb(const char *field)
+{
+	char line[128];
+	long val = -1;
+	FILE *f;
+
+	f = fopen("/proc/meminfo", "r");
+	TEST_ASSERT(f, "open /proc/meminfo");
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, strlen(field)) &&
+		    line[strlen(field)] == ':')
+			val = strtol(line + strlen(field) + 1, NULL, 10);
+	fclose(f);
+	TEST_ASSERT(val >= 0, "no %s in /proc/meminfo", field);
+	return val;
+}
+
+#define COST_PAGES	(64 * SPP_MAX_PAGES)	/* 128 MiB of guest memory */
+
+/*
+ * Memory the permission store costs per protected page, measured from the
+ * kernel's slab usage (the xarray nodes) before and after protecting
+ * COST_PAGES contiguous pages.  The first protection of a VM also enables
+ * KVM's write tracking, whose per-memslot counters are vmalloc'ed: that is
+ * reported separately, as are the SPP table pages of the hardware path
+ * (seen in MemFree only, which is noisier).
+ */
+TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
+{
+	uint32_t *map = malloc(SPP_MAX_PAGES * sizeof(*map));
+	long vm0, vm1, slab1, slab2, free1, free2, per_page;
+	uint32_t i, j;
+
+	TEST_ASSERT(map, "malloc");
+	spp_vm_init(self, VM_MEM_SRC_ANONYMOUS, COST_PAGES, 0);
+
+	vm0 = meminfo_kb("VmallocUsed");
+	spp_set1(self->vm, SPP_GFN, 0);
+	spp_set1(self->vm, SPP_GFN, FULL);
+	vm1 = meminfo_kb("VmallocUsed");
+
+	slab1 = meminfo_kb("Slab");
+	free1 = meminfo_kb("MemFree");
+	for (j = 0; j < COST_PAGES / SPP_MAX_PAGES; j++) {
+		for (i = 0; i < SPP_MAX_PAGES; i++)
+			map[i] = 0x0f0f0f0f ^ i;
+		spp_set(self->vm, SPP_GFN + j * SPP_MAX_PAGES, SPP_MAX_PAGES, map);
+	}
+	slab2 = meminfo_kb("Slab");
+	free2 = meminfo_kb("MemFree");
+	per_page = (slab2 - slab1) * 1024 / COST_PAGES;
+
+	ksft_print_msg("write tracking: %ld KiB vmalloc'ed for the %u-page memslot and the test's own\n",
+		       vm1 - vm0, COST_PAGES);
+	ksft_print_msg("%u protected pages: slab +%ld KiB = %ld bytes/page; MemFree -%ld KiB (%s path)\n",
+		       COST_PAGES, slab2 - slab1, per_page, free1 - free2,
+		       spp_hw() ? "hardware: + SPP table pages" : "software");
+
+	/* Dense protection: about 9 bytes of xarray node per page. */
+	TEST_ASSERT(per_page > 0 && per_page <= 16, "%ld bytes per protected page",
+		    per_page);
+	/* The write-tracking counters: 2 bytes per guest page. */
+	TEST_ASSERT(vm1 - vm0 >= (long)COST_PAGES * 2 / 1024,
+		    "write tracking allocated %ld KiB", vm1 - vm0);
+	free(map);
+}
+
+#define L2_DONE_PORT	0x2000
+#define L2_ALLOWED_OFF	(0 * KVM_SUBPAGE_SIZE + 40)
+#define L2_DENIED_OFF	(1 * KVM_SUBPAGE_SIZE + 40)
+
+/* L2: one write to a writable and one to a protected sub-page of L1's page. */
+static void l2_guest_code(void)
+{
+	asm volatile("movb %%al, (%%rdi)"
+		     : : "a"(0xa1), "D"(SPP_GVA + L2_ALLOWED_OFF) : "memory");
+	asm volatile("movb %%al, (%%rdi)"
+		     : : "a"(0xd1), "D"(SPP_GVA + L2_DENIED_OFF) : "memory");
+	asm volatile("inb %%dx, %%al" : : "d"(L2_DONE_PORT) : "rax");
+}
+
+static void l1_guest_code(struct vmx_pages *vmx_pages)
+{
+	unsigned long l2_stack[64];
+
+	GUEST_ASSERT(prepare_for_vmx_operation(vmx_pages));
+	GUEST_ASSERT(load_vmcs(vmx_pages));
+	prepare_vmcs(vmx_pages, l2_guest_code, &l2_stack[64]);
+	GUEST_ASSERT(!vmlaunch());
+	GUEST_FAIL("L2 exited to L1");
+}
+
+/*
+ * Permissions protect L1's memory from its nested guest as well: L2 runs
+ * without the SPP control (on SPP hardware too), so its writes to protected
+ * pages are emulated by L0 and checked; a denied one exits to userspace
+ * with L2's state, to be skipped like any other.
+ */
+TEST_F_TIMEOUT(spp, nested_l2, SPP_TIMEOUT)
+{
+	vm_vaddr_t vmx_pages_gva;
+	struct kvm_vcpu *vcpu;
+	struct kvm_regs regs;
+	uint8_t *hva;
+
+	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
+
+	spp_vm_init(self, VM_MEM_SRC_ANONYMOUS, SPP_NPAGES, 0);
+	vcpu = self->vcpu;
+	vcpu_arch_set_entry_point(vcpu, l1_guest_code);
+	vcpu_alloc_vmx(self->vm, &vmx_pages_gva);
+	vcpu_args_set(vcpu, 1, vmx_pages_gva);
+	spp_set1(self->vm, SPP_GFN, SPP_PROT(SP_BIT(1)));
+
+	vcpu_run(vcpu);
+	if (vcpu->run->exit_reason != KVM_EXIT_SPP)
+		unexpected_exit(vcpu, "waiting for L2's KVM_EXIT_SPP");
+	TEST_ASSERT_EQ(vcpu->run->spp.gpa, SPP_GPA + L2_DENIED_OFF);
+	check_spp_flags(vcpu->run);
+	/* movb %al,(%rdi) is 88 07. */
+	TEST_ASSERT_EQ(vcpu->run->spp.insn_len, 2);
+	vcpu_regs_get(vcpu, &regs);
+	regs.rip += vcpu->run->spp.insn_len;
+	vcpu_regs_set(vcpu, &regs);
+
+	vcpu_run(vcpu);
+	if (vcpu->run->exit_reason == KVM_EXIT_IO &&
+	    vcpu->run->io.port != L2_DONE_PORT) {
+		struct ucall uc;
+
+		if (get_ucall(vcpu, &uc) == UCALL_ABORT)
+			REPORT_GUEST_ASSERT(uc);
+	}
+	TEST_ASSERT_KVM_EXIT_REASON(vcpu, KVM_EXIT_IO);
+	TEST_ASSERT_EQ(vcpu->run->io.port, L2_DONE_PORT);
+
+	hva = addr_gpa2hva(self->vm, SPP_GPA);
+	TEST_ASSERT_EQ(hva[L2_ALLOWED_OFF], 0xa1);
+	TEST_ASSERT_EQ(hva[L2_DENIED_OFF], pattern(L2_DENIED_OFF));
+	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), 1);
+	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_emulated_writes"), 1);
 }
 
 TEST_F_TIMEOUT(spp, memslot_delete_move, SPP_TIMEOUT)
