@@ -47,6 +47,9 @@
 
 #define SPP_SUBPAGE_SHIFT	7
 
+/* SPPT misses in a row on the same complete path before KVM gives up. */
+#define SPP_MAX_MISS_REPEATS	16
+
 static u32 spp_get_vector(struct kvm *kvm, gfn_t gfn)
 {
 	void *entry = xa_load(&kvm->arch.spp_access, gfn);
@@ -295,8 +298,8 @@ EXPORT_SYMBOL_GPL(kvm_spp_sppt_root);
  * @vcpu: the vCPU that took the SPPT-miss VM exit
  * @gpa: the guest-physical address of the access
  *
- * Return: 1 to resume the guest, or -EIO after flagging the VM as buggy if
- * the table was already complete (the CPU would miss again forever).
+ * Return: 1 to resume the guest, -ENOMEM, or -EIO after flagging the VM as
+ * buggy if the CPU keeps missing on a complete path.
  */
 int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
 {
@@ -319,14 +322,25 @@ int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
 	if (r)
 		return r;
 
-	/* A miss on a complete path is a stale translation or a KVM bug. */
-	if (complete && vcpu->arch.spp_last_miss == gfn + 1) {
+	/*
+	 * A miss on a complete path can be a race with a SET that pruned and a
+	 * vCPU that rebuilt the path: flush this vCPU's stale translations and
+	 * retry.  The same miss again and again is a KVM bug, not a race.
+	 */
+	if (!complete) {
+		vcpu->arch.spp_last_miss = 0;
+		vcpu->arch.spp_miss_repeats = 0;
+		return 1;
+	}
+	if (vcpu->arch.spp_last_miss == gfn + 1 &&
+	    ++vcpu->arch.spp_miss_repeats >= SPP_MAX_MISS_REPEATS) {
 		KVM_BUG_ON(1, kvm);
 		return -EIO;
 	}
-	vcpu->arch.spp_last_miss = complete ? gfn + 1 : 0;
-	if (complete)
-		kvm_flush_remote_tlbs(kvm);
+	if (vcpu->arch.spp_last_miss != gfn + 1)
+		vcpu->arch.spp_miss_repeats = 0;
+	vcpu->arch.spp_last_miss = gfn + 1;
+	kvm_make_request(KVM_REQ_TLB_FLUSH_CURRENT, vcpu);
 	return 1;
 }
 EXPORT_SYMBOL_GPL(kvm_spp_handle_sppt_miss);
@@ -367,7 +381,7 @@ void kvm_spp_slot_dirty_logging(struct kvm *kvm,
 	unsigned long gfn;
 	void *entry;
 
-	if (!spp_hw(kvm))
+	if (!spp_hw(kvm) || slot->as_id)
 		return;
 	xa_for_each_range(&kvm->arch.spp_access, gfn, entry, slot->base_gfn,
 			  slot->base_gfn + slot->npages - 1)
@@ -376,15 +390,20 @@ void kvm_spp_slot_dirty_logging(struct kvm *kvm,
 
 /**
  * kvm_spp_check_extension() - value of KVM_CHECK_EXTENSION(KVM_CAP_X86_SPP)
+ * @kvm: the VM, or NULL when asked on /dev/kvm
  *
  * Return: the largest number of pages one KVM_SUBPAGES_SET_ACCESS or
  * KVM_SUBPAGES_GET_ACCESS call accepts, ORed with KVM_SPP_CAP_HW_ACCELERATED
  * when the CPU enforces the permissions itself.
  */
-int kvm_spp_check_extension(void)
+int kvm_spp_check_extension(struct kvm *kvm)
 {
-	return KVM_SPP_MAX_PAGES |
-	       (READ_ONCE(kvm_spp_hw) ? KVM_SPP_CAP_HW_ACCELERATED : 0);
+	bool hw = READ_ONCE(kvm_spp_hw);
+
+	/* A VM that enabled SPP reports the path it really uses. */
+	if (kvm && kvm_spp_enabled(kvm))
+		hw = spp_hw(kvm);
+	return KVM_SPP_MAX_PAGES | (hw ? KVM_SPP_CAP_HW_ACCELERATED : 0);
 }
 
 /**
@@ -405,6 +424,10 @@ int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap)
 
 	if (cap->flags || (cap->args[0] & ~KVM_SPP_ENABLE_SOFTWARE) ||
 	    cap->args[1] || cap->args[2] || cap->args[3])
+		return -EINVAL;
+	/* KVM cannot emulate writes for guests with protected state. */
+	if (kvm->arch.vm_type != KVM_X86_DEFAULT_VM &&
+	    kvm->arch.vm_type != KVM_X86_SW_PROTECTED_VM)
 		return -EINVAL;
 
 	mutex_lock(&kvm->lock);
@@ -567,12 +590,24 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 		mutex_unlock(&kvm->arch.spp_lock);
 		/*
 		 * Refault the range: protected 4 KiB leaves come back armed with
-		 * the SPP bit, unprotected ones writable.  This also flushes the
-		 * SPPT entries cached in TLBs, so the pruned tables can go.
+		 * the SPP bit, unprotected ones writable.  The pruned tables go
+		 * once no TLB can cache their entries.
 		 */
 		kvm_zap_gfn_range(kvm, sa->base_gfn, sa->base_gfn + sa->npages);
-		kvm_sppt_free_list(&freed);
+		if (!list_empty(&freed)) {
+			kvm_flush_remote_tlbs(kvm);
+			kvm_sppt_free_list(&freed);
+		}
 	}
+
+	/*
+	 * A vCPU may be emulating a write it checked against the old vectors:
+	 * emulation runs in an SRCU read-side section, so wait for it.  No
+	 * lock a vCPU could wait for is held here but slots_lock, as when
+	 * memslots change.
+	 */
+	if (protect)
+		synchronize_srcu_expedited(&kvm->srcu);
 	return 0;
 }
 
@@ -643,7 +678,7 @@ int kvm_vm_ioctl_subpages_access(struct kvm *kvm, unsigned int ioctl,
 /**
  * kvm_spp_remove_slot() - forget the permissions of a deleted or moved slot
  * @kvm: the VM
- * @slot: the memslot going away
+ * @slot: the memslot that is gone, once the change is committed
  *
  * The write-tracking counts go away with the memslot's metadata.
  */
@@ -652,7 +687,8 @@ void kvm_spp_remove_slot(struct kvm *kvm, struct kvm_memory_slot *slot)
 	XA_STATE(xas, &kvm->arch.spp_access, slot->base_gfn);
 	void *entry;
 
-	if (!kvm_spp_enabled(kvm))
+	/* Permissions belong to address space 0 (not to SMM's). */
+	if (!kvm_spp_enabled(kvm) || slot->as_id)
 		return;
 
 	if (spp_hw(kvm))
@@ -713,6 +749,33 @@ static void spp_prepare_exit(struct kvm_vcpu *vcpu, gpa_t gpa,
 	vcpu->arch.complete_userspace_io = complete_spp_exit;
 	++vcpu->stat.spp_exits;
 	trace_kvm_spp_exit(vcpu->vcpu_id, gpa, insn_len, flags);
+}
+
+/**
+ * kvm_spp_check_gpa_write() - apply sub-page permissions to a physical write
+ * @vcpu: the vCPU whose instruction is being emulated
+ * @gpa: guest-physical address the emulator is about to write
+ * @bytes: size of the write, within one page
+ * @insn_len: length of the instruction, for the exit to userspace
+ *
+ * The last check before the emulator writes guest memory, on the address it
+ * actually writes: the linear-address check of kvm_spp_check_emulated_write()
+ * could race with the guest changing its page tables.
+ *
+ * Return: X86EMUL_CONTINUE, or X86EMUL_IO_NEEDED after preparing a
+ * KVM_EXIT_SPP exit.
+ */
+int kvm_spp_check_gpa_write(struct kvm_vcpu *vcpu, gpa_t gpa,
+			    unsigned int bytes, unsigned int insn_len)
+{
+	u32 vector = spp_get_vector(vcpu->kvm, gpa_to_gfn(gpa));
+
+	if (vector == KVM_SUBPAGE_FULL_ACCESS ||
+	    spp_range_writable(vector, offset_in_page(gpa), bytes))
+		return X86EMUL_CONTINUE;
+	spp_prepare_exit(vcpu, gpa, insn_len,
+			 spp_hw(vcpu->kvm) ? 0 : KVM_SPP_EXIT_EMULATED);
+	return X86EMUL_IO_NEEDED;
 }
 
 /**

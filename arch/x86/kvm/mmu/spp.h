@@ -24,7 +24,7 @@ u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
 void kvm_spp_slot_dirty_logging(struct kvm *kvm,
 				const struct kvm_memory_slot *slot);
 
-int kvm_spp_check_extension(void);
+int kvm_spp_check_extension(struct kvm *kvm);
 int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap);
 int kvm_vm_ioctl_subpages_access(struct kvm *kvm, unsigned int ioctl,
 				 void __user *argp);
@@ -33,6 +33,8 @@ void kvm_spp_remove_slot(struct kvm *kvm, struct kvm_memory_slot *slot);
 bool kvm_spp_gfn_protected(struct kvm *kvm, gfn_t gfn);
 int kvm_spp_check_emulated_write(struct kvm_vcpu *vcpu, unsigned long addr,
 				 unsigned int bytes, unsigned int insn_len);
+int kvm_spp_check_gpa_write(struct kvm_vcpu *vcpu, gpa_t gpa,
+			    unsigned int bytes, unsigned int insn_len);
 
 static inline bool kvm_spp_enabled(struct kvm *kvm)
 {
@@ -57,7 +59,7 @@ static inline u64 kvm_spp_spte_mask(struct kvm *kvm,
 
 static inline void kvm_spp_slot_dirty_logging(struct kvm *kvm,
 					      const struct kvm_memory_slot *slot) { }
-static inline int kvm_spp_check_extension(void) { return 0; }
+static inline int kvm_spp_check_extension(struct kvm *kvm) { return 0; }
 static inline void kvm_spp_destroy_vm(struct kvm *kvm) { }
 static inline void kvm_spp_remove_slot(struct kvm *kvm,
 				       struct kvm_memory_slot *slot) { }
@@ -73,6 +75,13 @@ static inline int kvm_spp_check_emulated_write(struct kvm_vcpu *vcpu,
 					       unsigned long addr,
 					       unsigned int bytes,
 					       unsigned int insn_len)
+{
+	return X86EMUL_CONTINUE;
+}
+
+static inline int kvm_spp_check_gpa_write(struct kvm_vcpu *vcpu, gpa_t gpa,
+					  unsigned int bytes,
+					  unsigned int insn_len)
 {
 	return X86EMUL_CONTINUE;
 }

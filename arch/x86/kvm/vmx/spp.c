@@ -88,6 +88,11 @@ int vmx_handle_spp_exit(struct kvm_vcpu *vcpu)
 	unsigned long qual = vmx_get_exit_qual(vcpu);
 	gpa_t gpa = vmcs_read64(GUEST_PHYSICAL_ADDRESS);
 
+	/* The exit may have unblocked NMIs by an IRET: block them again. */
+	if (!(to_vmx(vcpu)->idt_vectoring_info & VECTORING_INFO_VALID_MASK) &&
+	    cpu_has_virtual_nmis() && (qual & INTR_INFO_UNBLOCK_NMI))
+		vmcs_set_bits(GUEST_INTERRUPTIBILITY_INFO, GUEST_INTR_STATE_NMI);
+
 	if (qual & SPP_EXIT_QUAL_MISS)
 		return kvm_spp_handle_sppt_miss(vcpu, gpa);
 
@@ -95,10 +100,11 @@ int vmx_handle_spp_exit(struct kvm_vcpu *vcpu)
 			   gpa, qual);
 	vcpu->run->exit_reason = KVM_EXIT_INTERNAL_ERROR;
 	vcpu->run->internal.suberror = KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON;
-	vcpu->run->internal.ndata = 3;
+	vcpu->run->internal.ndata = 4;
 	vcpu->run->internal.data[0] = EXIT_REASON_SPP;
-	vcpu->run->internal.data[1] = qual;
-	vcpu->run->internal.data[2] = gpa;
+	vcpu->run->internal.data[1] = vcpu->arch.last_vmentry_cpu;
+	vcpu->run->internal.data[2] = qual;
+	vcpu->run->internal.data[3] = gpa;
 	KVM_BUG_ON(1, vcpu->kvm);
 	return 0;
 }

@@ -1597,6 +1597,38 @@ TEST_F_TIMEOUT(spp, nested_l2, SPP_TIMEOUT)
 	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_emulated_writes"), 1);
 }
 
+/*
+ * A memslot MOVE that KVM rejects (here: to a gfn beyond the guest's
+ * physical address width) changes nothing: the permissions stay, and so
+ * does their enforcement.
+ */
+TEST_F_TIMEOUT(spp, failed_move_keeps_permissions, SPP_TIMEOUT)
+{
+	struct kvm_userspace_memory_region region;
+	struct userspace_mem_region *r;
+	int ret;
+
+	spp_vm_init(self, VM_MEM_SRC_ANONYMOUS, SPP_NPAGES, 0);
+	spp_set1(self->vm, SPP_GFN, SPP_PROT(SP_BIT(2)));
+
+	r = memslot2region(self->vm, SPP_SLOT);
+	region = (struct kvm_userspace_memory_region) {
+		.slot = SPP_SLOT,
+		.flags = r->region.flags,
+		.guest_phys_addr = 1ULL << 52,
+		.memory_size = r->region.memory_size,
+		.userspace_addr = r->region.userspace_addr,
+	};
+	ret = __vm_ioctl(self->vm, KVM_SET_USER_MEMORY_REGION, &region);
+	TEST_ASSERT(ret && errno == EINVAL, "MOVE beyond MAXPHYADDR: ret %d errno %d",
+		    ret, errno);
+
+	TEST_ASSERT_EQ(spp_get1(self->vm, SPP_GFN), SPP_PROT(SP_BIT(2)));
+	allow(OP_ST8, SP(0, 1) + 8);
+	deny(OP_ST8, SP(0, 2) + 8, GPA(SP(0, 2) + 8));
+	TEST_ASSERT_EQ(run_steps(self), 1);
+}
+
 TEST_F_TIMEOUT(spp, memslot_delete_move, SPP_TIMEOUT)
 {
 	const uint32_t vecs[4] = {
