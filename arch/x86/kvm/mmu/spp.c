@@ -177,17 +177,18 @@ static u64 *sppt_leaf(struct kvm_sppt *t, gfn_t gfn)
  * @gfn: guest frame number
  * @access: 32-bit write-permission vector
  *
- * The levels must exist (kvm_sppt_prepare()) unless @access is
- * KVM_SUBPAGE_FULL_ACCESS, for which a missing level is as good as a leaf.
+ * Does nothing if a level of @gfn's path is missing: the CPU then takes an
+ * SPPT miss, whose handler builds the path from the permission store.
+ *
+ * Return: true if the leaf entry was written.
  */
-void kvm_sppt_set(struct kvm_sppt *t, gfn_t gfn, u32 access)
+bool kvm_sppt_set(struct kvm_sppt *t, gfn_t gfn, u32 access)
 {
 	u64 *leaf = sppt_leaf(t, gfn);
 
 	if (leaf)
 		WRITE_ONCE(*leaf, kvm_spp_sppt_vector(access));
-	else
-		WARN_ON_ONCE(access != KVM_SUBPAGE_FULL_ACCESS);
+	return leaf;
 }
 
 static bool sppt_table_unused(u64 *table, int level)
@@ -306,17 +307,24 @@ int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
 	struct kvm *kvm = vcpu->kvm;
 	gfn_t gfn = gpa_to_gfn(gpa);
 	bool complete;
-	int r = 0;
+	int r = 0, i;
 
 	if (KVM_BUG_ON(!spp_hw(kvm), kvm))
 		return -EIO;
 
+	++vcpu->stat.spp_sppt_misses;
 	mutex_lock(&kvm->arch.spp_lock);
 	complete = sppt_leaf(&kvm->arch.sppt, gfn);
 	if (!complete) {
+		/* A new leaf table: fill in all 512 gfns it maps. */
 		r = kvm_sppt_prepare(&kvm->arch.sppt, gfn);
-		if (!r)
-			kvm_sppt_set(&kvm->arch.sppt, gfn, spp_get_vector(kvm, gfn));
+		for (i = 0; !r && i < 512; i++) {
+			gfn_t g = (gfn & ~511ULL) + i;
+			u32 access = spp_get_vector(kvm, g);
+
+			if (access != KVM_SUBPAGE_FULL_ACCESS)
+				kvm_sppt_set(&kvm->arch.sppt, g, access);
+		}
 	}
 	mutex_unlock(&kvm->arch.spp_lock);
 	if (r)
@@ -536,19 +544,12 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 
 	/*
 	 * Hardware path: the SPPT gets the new vectors of protected gfns before
-	 * their EPT leaves can be armed; unprotected ones are cleared below.
+	 * their EPT leaves can be armed, where its levels exist; missing levels
+	 * are built from the store at the CPU's first SPPT miss on them.
+	 * Unprotected gfns are cleared below.
 	 */
 	if (hw) {
 		mutex_lock(&kvm->arch.spp_lock);
-		for (i = 0; i < sa->npages && !r; i++)
-			if (vec[i] != KVM_SUBPAGE_FULL_ACCESS)
-				r = kvm_sppt_prepare(sppt, sa->base_gfn + i);
-		if (r) {
-			mutex_unlock(&kvm->arch.spp_lock);
-			for (i = 0; i < sa->npages; i++)
-				xa_release(xa, sa->base_gfn + i);
-			return r;
-		}
 		for (i = 0; i < sa->npages; i++)
 			if (vec[i] != KVM_SUBPAGE_FULL_ACCESS)
 				kvm_sppt_set(sppt, sa->base_gfn + i, vec[i]);

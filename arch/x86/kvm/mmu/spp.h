@@ -11,7 +11,7 @@
 int kvm_sppt_init(struct kvm_sppt *t);
 void kvm_sppt_destroy(struct kvm_sppt *t);
 int kvm_sppt_prepare(struct kvm_sppt *t, gfn_t gfn);
-void kvm_sppt_set(struct kvm_sppt *t, gfn_t gfn, u32 access);
+bool kvm_sppt_set(struct kvm_sppt *t, gfn_t gfn, u32 access);
 void kvm_sppt_prune(struct kvm_sppt *t, gfn_t gfn, struct list_head *freed);
 void kvm_sppt_free_list(struct list_head *freed);
 u64 kvm_spp_sppt_vector(u32 access);

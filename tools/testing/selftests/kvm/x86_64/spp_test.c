@@ -27,6 +27,7 @@
  * emulated hardware where every exit is expensive.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -862,6 +863,34 @@ done:
 	return exits;
 }
 
+/*
+ * Whether the CPU offers EPT sub-page write permissions (allowed-1 bit 23 of
+ * IA32_VMX_PROCBASED_CTLS2) and kvm_intel may use them: -1 if unknown.
+ */
+static int host_offers_spp(void)
+{
+	uint64_t ctls2;
+	char param = 0;
+	int fd;
+
+	fd = open("/dev/cpu/0/msr", O_RDONLY);
+	if (fd < 0)
+		return -1;
+	if (pread(fd, &ctls2, sizeof(ctls2), 0x48b) != sizeof(ctls2))
+		ctls2 = 0;
+	close(fd);
+	if (!(ctls2 & (1ULL << (32 + 23))))
+		return 0;
+
+	fd = open("/sys/module/kvm_intel/parameters/spp", O_RDONLY);
+	if (fd < 0)
+		return -1;
+	if (read(fd, &param, 1) != 1)
+		param = 0;
+	close(fd);
+	return param == 'Y';
+}
+
 TEST(cap_and_enable)
 {
 	struct kvm_enable_cap cap = { .cap = KVM_CAP_X86_SPP };
@@ -874,6 +903,12 @@ TEST(cap_and_enable)
 		       spp_cap, spp_cap & KVM_SPP_CAP_MAX_PAGES_MASK,
 		       spp_cap & KVM_SPP_CAP_HW_ACCELERATED ? "hardware" : "software");
 	TEST_ASSERT(spp_cap, "KVM_CAP_X86_SPP not reported");
+	/* KVM uses SPP hardware exactly when the CPU offers it. */
+	if (host_offers_spp() >= 0)
+		TEST_ASSERT(!!(spp_cap & KVM_SPP_CAP_HW_ACCELERATED) == host_offers_spp(),
+			    "KVM_SPP_CAP_HW_ACCELERATED %s, CPU %s SPP",
+			    spp_cap & KVM_SPP_CAP_HW_ACCELERATED ? "set" : "clear",
+			    host_offers_spp() ? "offers" : "does not offer");
 	TEST_ASSERT_EQ(spp_cap & KVM_SPP_CAP_MAX_PAGES_MASK, SPP_MAX_PAGES);
 	TEST_ASSERT(!(spp_cap & ~(KVM_SPP_CAP_MAX_PAGES_MASK | KVM_SPP_CAP_HW_ACCELERATED)),
 		    "unknown bits in KVM_CAP_X86_SPP 0x%x", spp_cap);
@@ -1440,6 +1475,13 @@ TEST_F_TIMEOUT(spp, exit_counts, SPP_TIMEOUT)
 		TEST_ASSERT_EQ(hva[i * 256 + 16], (uint8_t)(COUNT_PERMITTED - 16 + i));
 		TEST_ASSERT_EQ(hva[i * 256 + 128 + 16], pattern(i * 256 + 128 + 16));
 	}
+
+	/* The hardware path builds the SPP table at the CPU's first miss. */
+	if (spp_hw())
+		TEST_ASSERT(vcpu_stat(vcpu, "spp_sppt_misses") >= 1,
+			    "no SPPT miss on the hardware path");
+	else
+		TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_sppt_misses"), 0);
 
 	if (spp_hw()) {
 		/* The point of SPP hardware: permitted writes cost nothing. */
