@@ -360,15 +360,17 @@ EXPORT_SYMBOL_GPL(kvm_spp_handle_sppt_miss);
  * @gfn: the guest frame
  * @level: the level of the leaf SPTE being made
  *
- * Only 4 KiB leaves of protected gfns are armed, and not while the memslot
- * logs dirty pages: writes permitted by the CPU would not be logged.
+ * Only 4 KiB leaves of protected gfns below 2^48 bytes are armed, and not
+ * while the memslot logs dirty pages: writes permitted by the CPU would not
+ * be logged.
  *
  * Return: the EPT SPP bit, or 0.
  */
 u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
 		      gfn_t gfn, int level)
 {
-	if (!spp_hw(kvm) || level != PG_LEVEL_4K ||
+	/* The SPPT has four levels: it maps guest-physical bits 47:12 only. */
+	if (!spp_hw(kvm) || level != PG_LEVEL_4K || gfn >> 36 ||
 	    kvm_slot_dirty_track_enabled(slot) ||
 	    spp_get_vector(kvm, gfn) == KVM_SUBPAGE_FULL_ACCESS)
 		return 0;
