@@ -38,6 +38,7 @@
 #include "mmu_internal.h"
 #include "page_track.h"
 #include "spp.h"
+#include "x86.h"
 
 #define CREATE_TRACE_POINTS
 #include "spptrace.h"
@@ -49,6 +50,9 @@
 
 /* SPPT misses in a row on the same complete path before KVM gives up. */
 #define SPP_MAX_MISS_REPEATS	16
+
+/* Exit qualification of the SPP-related VM exit: set for an SPPT miss. */
+#define SPPT_EXIT_QUAL_MISS	BIT(11)
 
 static u32 spp_get_vector(struct kvm *kvm, gfn_t gfn)
 {
@@ -295,28 +299,61 @@ u64 kvm_spp_sppt_root(struct kvm *kvm)
 EXPORT_SYMBOL_GPL(kvm_spp_sppt_root);
 
 /**
+ * kvm_spp_prepare_internal_error() - report an SPP exit KVM cannot resolve
+ * @vcpu: the vCPU
+ * @qual: the exit qualification of the SPP-related VM exit
+ * @gpa: the guest-physical address of the access
+ *
+ * Prepares a KVM_EXIT_INTERNAL_ERROR (KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON)
+ * for userspace.  The VM stays usable: userspace may change permissions and
+ * run the vCPU again.
+ */
+void kvm_spp_prepare_internal_error(struct kvm_vcpu *vcpu, u64 qual, gpa_t gpa)
+{
+	struct kvm_run *run = vcpu->run;
+
+	run->exit_reason = KVM_EXIT_INTERNAL_ERROR;
+	run->internal.suberror = KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON;
+	run->internal.ndata = 4;
+	run->internal.data[0] = EXIT_REASON_SPP;
+	run->internal.data[1] = vcpu->arch.last_vmentry_cpu;
+	run->internal.data[2] = qual;
+	run->internal.data[3] = gpa;
+}
+EXPORT_SYMBOL_GPL(kvm_spp_prepare_internal_error);
+
+/**
  * kvm_spp_handle_sppt_miss() - build the SPPT levels of a faulting gpa
  * @vcpu: the vCPU that took the SPPT-miss VM exit
  * @gpa: the guest-physical address of the access
  *
- * Return: 1 to resume the guest, -ENOMEM, or -EIO after flagging the VM as
- * buggy if the CPU keeps missing on a complete path.
+ * The exit may come while the CPU delivers an event (an interrupt frame
+ * pushed onto a protected page): the event has been requeued and is
+ * delivered again when the guest resumes.
+ *
+ * Return: 1 to resume the guest, 0 after preparing a KVM_EXIT_INTERNAL_ERROR
+ * if the CPU keeps missing on a complete path while no permission changed,
+ * or -ENOMEM.
  */
 int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
 {
 	struct kvm *kvm = vcpu->kvm;
 	gfn_t gfn = gpa_to_gfn(gpa);
+	unsigned long seq;
 	bool complete;
 	int r = 0, i;
 
-	if (KVM_BUG_ON(!spp_hw(kvm), kvm))
+	/* Only a VM with an SPP table runs with the SPP control set. */
+	if (WARN_ON_ONCE(!spp_hw(kvm)))
 		return -EIO;
 
 	++vcpu->stat.spp_sppt_misses;
 	mutex_lock(&kvm->arch.spp_lock);
+	seq = kvm->arch.spp_sppt_seq;
 	complete = sppt_leaf(&kvm->arch.sppt, gfn);
 	if (!complete) {
 		/* A new leaf table: fill in all 512 gfns it maps. */
+		kvm->arch.spp_sppt_seq++;
 		r = kvm_sppt_prepare(&kvm->arch.sppt, gfn);
 		for (i = 0; !r && i < 512; i++) {
 			gfn_t g = (gfn & ~511ULL) + i;
@@ -331,27 +368,42 @@ int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
 		return r;
 
 	/*
-	 * A miss on a complete path can be a race with a SET that pruned and a
-	 * vCPU that rebuilt the path: flush this vCPU's stale translations and
-	 * retry.  The same miss again and again is a KVM bug, not a race.
+	 * A miss on a complete path is a race with a SET that pruned the path
+	 * after this vCPU's translation was cached (another vCPU may have
+	 * rebuilt it since): flush this vCPU's stale translations and retry.
+	 * Only misses on the same gfn with no SPPT change in between count as
+	 * repeats; many of them cannot be a race.
 	 */
-	if (!complete) {
-		vcpu->arch.spp_last_miss = 0;
+	if (!complete || vcpu->arch.spp_last_miss != gfn + 1 ||
+	    vcpu->arch.spp_last_miss_seq != seq) {
 		vcpu->arch.spp_miss_repeats = 0;
-		return 1;
-	}
-	if (vcpu->arch.spp_last_miss == gfn + 1 &&
-	    ++vcpu->arch.spp_miss_repeats >= SPP_MAX_MISS_REPEATS) {
-		KVM_BUG_ON(1, kvm);
-		return -EIO;
-	}
-	if (vcpu->arch.spp_last_miss != gfn + 1)
+	} else if (++vcpu->arch.spp_miss_repeats >= SPP_MAX_MISS_REPEATS) {
+		pr_warn_ratelimited("vcpu %d: SPPT misses repeat on a complete path at gpa 0x%llx\n",
+				    vcpu->vcpu_id, gpa);
 		vcpu->arch.spp_miss_repeats = 0;
+		kvm_spp_prepare_internal_error(vcpu, SPPT_EXIT_QUAL_MISS, gpa);
+		return 0;
+	}
 	vcpu->arch.spp_last_miss = gfn + 1;
-	kvm_make_request(KVM_REQ_TLB_FLUSH_CURRENT, vcpu);
+	vcpu->arch.spp_last_miss_seq = seq;
+	if (complete)
+		kvm_make_request(KVM_REQ_TLB_FLUSH_CURRENT, vcpu);
 	return 1;
 }
 EXPORT_SYMBOL_GPL(kvm_spp_handle_sppt_miss);
+
+/*
+ * Whether the CPU applies @gfn's sub-page permissions itself once its 4 KiB
+ * leaf is mapped: never while the memslot logs dirty pages (the CPU would
+ * not log permitted writes), nor above the 48 bits of guest-physical address
+ * the four-level SPP table maps.
+ */
+static bool spp_cpu_enforces(struct kvm *kvm,
+			     const struct kvm_memory_slot *slot, gfn_t gfn)
+{
+	return spp_hw(kvm) && slot && !(gfn >> 36) &&
+	       !kvm_slot_dirty_track_enabled(slot);
+}
 
 /**
  * kvm_spp_spte_mask() - SPTE bits that arm SPP on a write-protected leaf
@@ -369,9 +421,7 @@ EXPORT_SYMBOL_GPL(kvm_spp_handle_sppt_miss);
 u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
 		      gfn_t gfn, int level)
 {
-	/* The SPPT has four levels: it maps guest-physical bits 47:12 only. */
-	if (!spp_hw(kvm) || level != PG_LEVEL_4K || gfn >> 36 ||
-	    kvm_slot_dirty_track_enabled(slot) ||
+	if (level != PG_LEVEL_4K || !spp_cpu_enforces(kvm, slot, gfn) ||
 	    spp_get_vector(kvm, gfn) == KVM_SUBPAGE_FULL_ACCESS)
 		return 0;
 	return VMX_EPT_SPP_BIT;
@@ -590,6 +640,7 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 			kvm_sppt_set(sppt, sa->base_gfn + i, vec[i]);
 			kvm_sppt_prune(sppt, sa->base_gfn + i, &freed);
 		}
+		kvm->arch.spp_sppt_seq++;
 		mutex_unlock(&kvm->arch.spp_lock);
 		/*
 		 * Refault the range: protected 4 KiB leaves come back armed with
@@ -704,8 +755,10 @@ void kvm_spp_remove_slot(struct kvm *kvm, struct kvm_memory_slot *slot)
 				     KVM_SUBPAGE_FULL_ACCESS);
 	}
 	xas_unlock(&xas);
-	if (spp_hw(kvm))
+	if (spp_hw(kvm)) {
+		kvm->arch.spp_sppt_seq++;
 		mutex_unlock(&kvm->arch.spp_lock);
+	}
 }
 
 /**
@@ -754,6 +807,102 @@ static void spp_prepare_exit(struct kvm_vcpu *vcpu, gpa_t gpa,
 	trace_kvm_spp_exit(vcpu->vcpu_id, gpa, insn_len, flags);
 }
 
+static u32 spp_exit_flags(struct kvm *kvm)
+{
+	return spp_hw(kvm) ? 0 : KVM_SPP_EXIT_EMULATED;
+}
+
+/**
+ * kvm_spp_write_fault() - handle a write fault on a protected gfn
+ * @vcpu: the vCPU
+ * @gpa: the faulting guest-physical address
+ * @error_code: the page-fault error code (PFERR_*)
+ * @insn: the instruction bytes if the CPU provided them, or NULL
+ * @insn_len: their length
+ *
+ * Called for a write that faulted because its gfn is write-tracked for SPP
+ * (software path), or because SPP denied it or the gfn's leaf was not mapped
+ * yet (hardware path).  On the hardware path, a write to a writable sub-page
+ * of a leaf that can now be armed is retried once, for the CPU to check.
+ * Otherwise:
+ *
+ * - The CPU was delivering an event (interrupt, exception, NMI) and one of
+ *   its writes (the frame pushed on the stack, a descriptor's accessed bit)
+ *   faulted.  KVM does not emulate event delivery, and emulating the
+ *   instruction at RIP would run the wrong instruction: the vCPU exits with
+ *   KVM_EXIT_SPP and KVM_SPP_EXIT_EVENT_DELIVERY, and the event, already
+ *   requeued by the vendor code, is delivered again when the vCPU resumes.
+ * - The fault is on the CPU's own write of a guest paging-structure entry
+ *   (accessed/dirty flags), which SPP hardware does not apply sub-page
+ *   permissions to.  @gpa is the entry's address, not that of the data the
+ *   instruction accesses: the instruction is emulated without that hint, so
+ *   that its own accesses go to (and are checked at) the right address.
+ * - Otherwise the instruction is emulated; the emulator applies sub-page
+ *   permissions to every write it makes.
+ *
+ * Return: 1 to resume the guest, 0 to exit to userspace, or -errno.
+ */
+int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
+			void *insn, int insn_len)
+{
+	int emulation_type = EMULTYPE_PF | EMULTYPE_SPP;
+	struct kvm *kvm = vcpu->kvm;
+	gfn_t gfn = gpa_to_gfn(gpa);
+
+	/*
+	 * With SPP hardware, a data write to a writable sub-page only faults
+	 * when the leaf was not present: it is armed now, so let the CPU do
+	 * the write (or deliver the event) and check the sub-pages itself,
+	 * which also covers instructions KVM cannot emulate.  Like an
+	 * unprotect-and-retry, this is done once per RIP and address, so that
+	 * a write the CPU keeps faulting on goes on to the checks below.
+	 */
+	if (!(error_code & PFERR_GUEST_PAGE_MASK) &&
+	    spp_cpu_enforces(kvm, kvm_vcpu_gfn_to_memslot(vcpu, gfn), gfn) &&
+	    spp_range_writable(spp_get_vector(kvm, gfn), offset_in_page(gpa), 1) &&
+	    (vcpu->arch.last_retry_eip != kvm_rip_read(vcpu) ||
+	     vcpu->arch.last_retry_addr != gpa)) {
+		vcpu->arch.last_retry_eip = kvm_rip_read(vcpu);
+		vcpu->arch.last_retry_addr = gpa;
+		return 1;
+	}
+	vcpu->arch.last_retry_eip = 0;
+	vcpu->arch.last_retry_addr = 0;
+
+	if (kvm_event_needs_reinjection(vcpu)) {
+		spp_prepare_exit(vcpu, gpa, 0, spp_exit_flags(kvm) |
+				 KVM_SPP_EXIT_EVENT_DELIVERY);
+		return 0;
+	}
+
+	if (error_code & PFERR_GUEST_PAGE_MASK)
+		emulation_type |= EMULTYPE_PF_GUEST_PT;
+
+	vcpu->arch.spp_fault_gpa = gpa;
+	++vcpu->stat.pf_emulate;
+	return x86_emulate_instruction(vcpu, gpa, emulation_type, insn,
+				       insn_len);
+}
+
+/**
+ * kvm_spp_emulation_failure() - KVM could not emulate an access to SPP memory
+ * @vcpu: the vCPU
+ *
+ * The instruction that faulted on a protected gfn cannot be emulated (e.g.
+ * XSAVE, CMPXCHG16B, AVX stores), so KVM cannot apply the sub-page
+ * permissions to it.  Exit to userspace with KVM_EXIT_SPP and
+ * KVM_SPP_EXIT_NOT_EMULATED: the VMM decides, e.g. lifts the protection and
+ * lets the instruction retry.  Nothing of the instruction was committed.
+ *
+ * Return: 0, to exit to userspace.
+ */
+int kvm_spp_emulation_failure(struct kvm_vcpu *vcpu)
+{
+	spp_prepare_exit(vcpu, vcpu->arch.spp_fault_gpa, 0,
+			 spp_exit_flags(vcpu->kvm) | KVM_SPP_EXIT_NOT_EMULATED);
+	return 0;
+}
+
 /**
  * kvm_spp_check_gpa_write() - apply sub-page permissions to a physical write
  * @vcpu: the vCPU whose instruction is being emulated
@@ -776,8 +925,7 @@ int kvm_spp_check_gpa_write(struct kvm_vcpu *vcpu, gpa_t gpa,
 	if (vector == KVM_SUBPAGE_FULL_ACCESS ||
 	    spp_range_writable(vector, offset_in_page(gpa), bytes))
 		return X86EMUL_CONTINUE;
-	spp_prepare_exit(vcpu, gpa, insn_len,
-			 spp_hw(vcpu->kvm) ? 0 : KVM_SPP_EXIT_EMULATED);
+	spp_prepare_exit(vcpu, gpa, insn_len, spp_exit_flags(vcpu->kvm));
 	return X86EMUL_IO_NEEDED;
 }
 
@@ -814,8 +962,7 @@ int kvm_spp_check_emulated_write(struct kvm_vcpu *vcpu, unsigned long addr,
 			protected = true;
 			if (!spp_range_writable(vector, offset_in_page(gpa), now)) {
 				spp_prepare_exit(vcpu, gpa, insn_len,
-						 spp_hw(vcpu->kvm) ? 0 :
-						 KVM_SPP_EXIT_EMULATED);
+						 spp_exit_flags(vcpu->kvm));
 				return X86EMUL_IO_NEEDED;
 			}
 		}

@@ -78,8 +78,9 @@ void vmx_spp_init_vmcs(struct kvm_vcpu *vcpu)
  *
  * An SPPT miss (qualification bit 11 set) means a level of the SPP table is
  * missing for the faulting address: build it and resume.  A misconfiguration
- * (bit 11 clear: reserved bits, or an odd bit in a leaf) is a KVM bug, which
- * is reported instead of re-entering the guest into the same exit.
+ * (bit 11 clear: reserved bits, or an odd bit in a leaf) can only come from
+ * a KVM bug; it is reported to userspace instead of re-entering the guest
+ * into the same exit, without taking the VM down.
  *
  * Return: 1 to resume the guest, <= 0 to exit to userspace.
  */
@@ -98,13 +99,6 @@ int vmx_handle_spp_exit(struct kvm_vcpu *vcpu)
 
 	pr_err_ratelimited("SPPT misconfiguration at gpa 0x%llx, qualification 0x%lx\n",
 			   gpa, qual);
-	vcpu->run->exit_reason = KVM_EXIT_INTERNAL_ERROR;
-	vcpu->run->internal.suberror = KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON;
-	vcpu->run->internal.ndata = 4;
-	vcpu->run->internal.data[0] = EXIT_REASON_SPP;
-	vcpu->run->internal.data[1] = vcpu->arch.last_vmentry_cpu;
-	vcpu->run->internal.data[2] = qual;
-	vcpu->run->internal.data[3] = gpa;
-	KVM_BUG_ON(1, vcpu->kvm);
+	kvm_spp_prepare_internal_error(vcpu, qual, gpa);
 	return 0;
 }

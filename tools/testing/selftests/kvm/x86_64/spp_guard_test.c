@@ -1,0 +1,780 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * spp_guard_test: sub-page write protection (KVM_CAP_X86_SPP) against a
+ * guest that is not cooperating.
+ *
+ * spp_test checks the semantics of guest stores one instruction at a time.
+ * This test attacks the boundary the way a guest kernel would, on whatever
+ * path the host offers (SPP hardware or KVM's software enforcement):
+ *
+ * - event_frames: exceptions and interrupts are delivered while the stack is
+ *   on a page with a protected sub-page.  A frame that lands in writable
+ *   sub-pages is delivered (hardware path; the first write to the page is
+ *   the frame push, so the SPP table is built by an SPPT miss taken during
+ *   event delivery); a frame the CPU cannot push without KVM's help ends in
+ *   KVM_EXIT_SPP with KVM_SPP_EXIT_EVENT_DELIVERY, RIP unchanged, the event
+ *   still pending and the protected bytes unchanged, and once the VMM lifts
+ *   the protection the event is delivered exactly once.  KVM never emulates
+ *   the instruction at RIP in place of the event.
+ * - page_table_page: the guest's own page-table page has a protected
+ *   sub-page, and the guest reads and writes through a PTE whose accessed
+ *   and dirty flags are clear, at the PTE's page offset and at another.  The
+ *   data must go to (and come from) the data page, the PTE must only gain
+ *   its A/D flags, and no exit may happen.
+ * - toggle_race: four vCPUs write permitted and protected sub-pages of the
+ *   same pages while the host toggles the protection of the whole range
+ *   (pruning and rebuilding the SPP table on the hardware path).  Every
+ *   KVM_EXIT_SPP names a toggled sub-page, no protected byte changes while a
+ *   SET that protects it is in force, every permitted write lands, and no
+ *   vCPU ever sees KVM_EXIT_INTERNAL_ERROR.
+ *
+ * None of the checked writes is preceded by a guest TLB flush on the
+ * software path.  Bochs 2.7 (the emulated SPP CPU of the bench) keeps a
+ * write that SPP permitted in its TLB for the whole 4 KiB page, which the
+ * SDM does not allow; on the hardware path the guest therefore invalidates
+ * its TLB entry before writes to a sub-page the host may have protected.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kselftest_harness.h"
+#include "test_util.h"
+#include "kvm_util.h"
+#include "processor.h"
+#include "apic.h"
+#include "ucall_common.h"
+
+#define GUARD_SLOT		10
+#define GUARD_GPA		0xc0000000UL	/* identity mapped */
+#define GUARD_GFN		(GUARD_GPA >> PAGE_SHIFT)
+#define GUARD_NPAGES		16
+#define FULL			KVM_SUBPAGE_FULL_ACCESS
+#define SUBPAGE			KVM_SUBPAGE_SIZE
+#define PROT(n)			((uint32_t)~(1U << (n)))
+#define PG(p)			(GUARD_GPA + (uint64_t)(p) * 4096)
+#define PAGE_OFF(a)		((uint64_t)(a) & 4095)
+#define GUARD_TIMEOUT		300
+
+static uint32_t spp_cap;
+
+/* Whether the VM under test uses SPP hardware; read by the guest too. */
+static bool guest_spp_hw;
+
+static void spp_set(struct kvm_vm *vm, uint64_t gfn, uint32_t npages,
+		    const uint32_t *vec)
+{
+	struct kvm_subpage_access sa = {
+		.base_gfn = gfn,
+		.npages = npages,
+		.access_map = (uintptr_t)vec,
+	};
+
+	vm_ioctl(vm, KVM_SUBPAGES_SET_ACCESS, &sa);
+}
+
+static void spp_set1(struct kvm_vm *vm, uint64_t gfn, uint32_t vec)
+{
+	spp_set(vm, gfn, 1, &vec);
+}
+
+static uint64_t stat_of(int fd, const char *name)
+{
+	struct kvm_stats_header header;
+	struct kvm_stats_desc *descs, *desc;
+	uint64_t val = 0;
+	bool found = false;
+	int i;
+
+	read_stats_header(fd, &header);
+	descs = read_stats_descriptors(fd, &header);
+	for (i = 0; i < header.num_desc && !found; i++) {
+		desc = get_stats_descriptor(descs, i, &header);
+		found = !strcmp(desc->name, name);
+		if (found)
+			read_stat_data(fd, &header, desc, &val, 1);
+	}
+	free(descs);
+	close(fd);
+	TEST_ASSERT(found, "stat '%s' not found", name);
+	return val;
+}
+
+#define vcpu_stat(vcpu, name)	stat_of(vcpu_get_stats_fd(vcpu), name)
+
+static uint8_t pattern(uint64_t off)
+{
+	return (off * 31 + 7) & 0x7f;
+}
+
+static void fill_pattern(struct kvm_vm *vm, int page)
+{
+	uint8_t *hva = addr_gpa2hva(vm, PG(page));
+	int i;
+
+	for (i = 0; i < PAGE_SIZE; i++)
+		hva[i] = pattern(page * PAGE_SIZE + i);
+}
+
+/*
+ * A VM with SPP enabled, @nr_vcpus vCPUs running @guest_code and a memslot
+ * of GUARD_NPAGES pages at GUARD_GPA, identity mapped, filled with pattern().
+ */
+static struct kvm_vm *guard_vm(int nr_vcpus, struct kvm_vcpu **vcpus,
+			       void *guest_code)
+{
+	struct kvm_vm *vm = vm_create(nr_vcpus);
+	int i;
+
+	vm_enable_cap(vm, KVM_CAP_X86_SPP, 0);
+	guest_spp_hw = spp_cap & KVM_SPP_CAP_HW_ACCELERATED;
+	sync_global_to_guest(vm, guest_spp_hw);
+	vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, GUARD_GPA,
+				    GUARD_SLOT, GUARD_NPAGES, 0);
+	virt_map(vm, GUARD_GPA, GUARD_GPA, GUARD_NPAGES);
+	for (i = 0; i < nr_vcpus; i++)
+		vcpus[i] = vm_vcpu_add(vm, i, guest_code);
+	for (i = 0; i < GUARD_NPAGES; i++)
+		fill_pattern(vm, i);
+	return vm;
+}
+
+static uint32_t spp_flags(uint32_t extra)
+{
+	return (guest_spp_hw ? 0 : KVM_SPP_EXIT_EMULATED) | extra;
+}
+
+static void __noreturn unexpected_exit(struct kvm_vcpu *vcpu, const char *where)
+{
+	struct kvm_run *run = vcpu->run;
+	struct ucall uc;
+
+	if (run->exit_reason == KVM_EXIT_SPP)
+		TEST_FAIL("%s: unexpected KVM_EXIT_SPP gpa 0x%llx flags 0x%x",
+			  where, run->spp.gpa, run->spp.flags);
+	if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR)
+		TEST_FAIL("%s: KVM_EXIT_INTERNAL_ERROR suberror %u data[0] 0x%llx",
+			  where, run->internal.suberror,
+			  run->internal.ndata ? run->internal.data[0] : 0);
+	if (get_ucall(vcpu, &uc) == UCALL_ABORT)
+		REPORT_GUEST_ASSERT(uc);
+	TEST_FAIL("%s: unexpected exit reason %u (%s)", where,
+		  run->exit_reason, exit_reason_str(run->exit_reason));
+}
+
+static uint64_t expect_sync(struct kvm_vcpu *vcpu, const char *where)
+{
+	struct ucall uc;
+
+	if (get_ucall(vcpu, &uc) != UCALL_SYNC)
+		unexpected_exit(vcpu, where);
+	return uc.args[1];
+}
+
+/*
+ * event_frames
+ *
+ * The stack page is page 2 of the memslot.  The guest points RSP at the
+ * start of sub-page EV_RSP_SUBPAGE, so the event frame and the handler's
+ * stack use the sub-pages just below it.  "Permitted": only a sub-page far
+ * above RSP is protected; "denied": the sub-page that receives the frame is.
+ */
+#define EV_PAGE			2
+#define EV_RSP_SUBPAGE		16
+#define EV_RSP			(PG(EV_PAGE) + EV_RSP_SUBPAGE * SUBPAGE)
+#define EV_FRAME_SUBPAGE	(EV_RSP_SUBPAGE - 1)
+#define EV_FAR_SUBPAGE		24
+#define EV_VECTOR		0xe3
+
+enum ev_kind { EV_EXCEPTION, EV_INTERRUPT };
+
+static uint64_t ev_handled[2];
+
+static void guest_ud_handler(struct ex_regs *regs)
+{
+	WRITE_ONCE(ev_handled[EV_EXCEPTION], ev_handled[EV_EXCEPTION] + 1);
+	regs->rip += 2;		/* ud2 */
+}
+
+static void guest_irq_handler(struct ex_regs *regs)
+{
+	WRITE_ONCE(ev_handled[EV_INTERRUPT], ev_handled[EV_INTERRUPT] + 1);
+	x2apic_write_reg(APIC_EOI, 0);
+}
+
+extern const char ev_ud2[], ev_irq_rip[];
+
+static void guest_event_frames(void)
+{
+	uint64_t icr = APIC_DEST_SELF | APIC_INT_ASSERT | APIC_DM_FIXED |
+		       EV_VECTOR;
+
+	x2apic_enable();
+	for (;;) {
+		/* An exception raised with RSP on the protected page. */
+		asm volatile("mov %%rsp, %%rbx\n\t"
+			     "mov %0, %%rsp\n\t"
+			     "ev_ud2: ud2\n\t"
+			     "mov %%rbx, %%rsp\n\t"
+			     : : "r"(EV_RSP) : "rbx", "memory");
+		GUEST_SYNC(ev_handled[EV_EXCEPTION]);
+
+		/*
+		 * A self-IPI, pending until STI's shadow ends, i.e. delivered
+		 * with RIP at the CLI.
+		 */
+		asm volatile("mov %%rsp, %%rbx\n\t"
+			     "mov %0, %%rsp\n\t"
+			     "wrmsr\n\t"
+			     "sti\n\t"
+			     "nop\n\t"
+			     "ev_irq_rip: cli\n\t"
+			     "mov %%rbx, %%rsp\n\t"
+			     : : "r"(EV_RSP), "c"(APIC_BASE_MSR + (APIC_ICR >> 4)),
+			       "a"((uint32_t)icr), "d"((uint32_t)(icr >> 32))
+			     : "rbx", "memory");
+		GUEST_SYNC(ev_handled[EV_INTERRUPT]);
+	}
+}
+
+/* The protected bytes of the stack page still hold the pattern. */
+static void check_protected(struct kvm_vm *vm, uint32_t vec, int page)
+{
+	uint8_t *hva = addr_gpa2hva(vm, PG(page));
+	int sp, i;
+
+	for (sp = 0; sp < PAGE_SIZE / SUBPAGE; sp++) {
+		if (vec & (1U << sp))
+			continue;
+		for (i = sp * SUBPAGE; i < (sp + 1) * SUBPAGE; i++)
+			TEST_ASSERT(hva[i] == pattern(page * PAGE_SIZE + i),
+				    "protected byte 0x%x of page %d changed: 0x%x",
+				    i, page, hva[i]);
+	}
+}
+
+/*
+ * Run until the event of @kind has been handled once more.  An exit for it
+ * must be an event-delivery KVM_EXIT_SPP with the event still pending and
+ * RIP unchanged; the host then lifts the protection.  Return the number of
+ * such exits.
+ */
+static int run_event(struct kvm_vm *vm, struct kvm_vcpu *vcpu,
+		     enum ev_kind kind, uint32_t vec, uint64_t handled)
+{
+	uint64_t want_rip = kind == EV_EXCEPTION ? (uint64_t)ev_ud2 :
+			    (uint64_t)ev_irq_rip;
+	struct kvm_vcpu_events ev;
+	struct kvm_regs regs;
+	int exits = 0;
+
+	for (;;) {
+		vcpu_run(vcpu);
+		if (vcpu->run->exit_reason != KVM_EXIT_SPP)
+			break;
+		exits++;
+		TEST_ASSERT(exits == 1, "KVM_EXIT_SPP again after unprotecting");
+		TEST_ASSERT(vcpu->run->spp.flags ==
+			    spp_flags(KVM_SPP_EXIT_EVENT_DELIVERY),
+			    "spp.flags 0x%x, expected 0x%x", vcpu->run->spp.flags,
+			    spp_flags(KVM_SPP_EXIT_EVENT_DELIVERY));
+		TEST_ASSERT(vcpu->run->spp.gpa >> PAGE_SHIFT ==
+			    PG(EV_PAGE) >> PAGE_SHIFT,
+			    "spp.gpa 0x%llx not on the stack page",
+			    vcpu->run->spp.gpa);
+		TEST_ASSERT_EQ(vcpu->run->spp.insn_len, 0);
+		vcpu_regs_get(vcpu, &regs);
+		TEST_ASSERT(regs.rip == want_rip, "rip 0x%llx, expected 0x%lx",
+			    regs.rip, want_rip);
+		vcpu_events_get(vcpu, &ev);
+		if (kind == EV_EXCEPTION)
+			TEST_ASSERT(ev.exception.injected && ev.exception.nr == UD_VECTOR,
+				    "#UD not pending (injected %u nr %u)",
+				    ev.exception.injected, ev.exception.nr);
+		else
+			TEST_ASSERT(ev.interrupt.injected && ev.interrupt.nr == EV_VECTOR,
+				    "IRQ not pending (injected %u nr %u)",
+				    ev.interrupt.injected, ev.interrupt.nr);
+		check_protected(vm, vec, EV_PAGE);
+		/* The handler has not run. */
+		TEST_ASSERT_EQ(*(uint64_t *)addr_gva2hva(vm, (uint64_t)&ev_handled[kind]),
+			       handled);
+		spp_set1(vm, GUARD_GFN + EV_PAGE, FULL);
+	}
+	TEST_ASSERT_EQ(expect_sync(vcpu, "event delivery"), handled + 1);
+	return exits;
+}
+
+static void event_case(enum ev_kind kind, bool denied)
+{
+	uint32_t vec = denied ? PROT(EV_FRAME_SUBPAGE) : PROT(EV_FAR_SUBPAGE);
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+	int exits;
+
+	vm = guard_vm(1, &vcpu, guest_event_frames);
+	vm_install_exception_handler(vm, UD_VECTOR, guest_ud_handler);
+	vm_install_exception_handler(vm, EV_VECTOR, guest_irq_handler);
+	spp_set1(vm, GUARD_GFN + EV_PAGE, vec);
+
+	if (kind == EV_INTERRUPT) {
+		/* The exception round, on an unprotected stack. */
+		spp_set1(vm, GUARD_GFN + EV_PAGE, FULL);
+		TEST_ASSERT_EQ(run_event(vm, vcpu, EV_EXCEPTION, FULL, 0), 0);
+		fill_pattern(vm, EV_PAGE);
+		spp_set1(vm, GUARD_GFN + EV_PAGE, vec);
+	}
+
+	exits = run_event(vm, vcpu, kind, vec, 0);
+	if (!exits)
+		check_protected(vm, vec, EV_PAGE);
+	ksft_print_msg("%s path, %s, frame %s: %d event-delivery exits, %lu SPPT misses\n",
+		       guest_spp_hw ? "hardware" : "software",
+		       kind == EV_EXCEPTION ? "#UD" : "self-IPI",
+		       denied ? "in a protected sub-page" : "in writable sub-pages",
+		       exits, vcpu_stat(vcpu, "spp_sppt_misses"));
+	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), exits);
+	/*
+	 * SPP hardware pushes a frame into writable sub-pages itself; the
+	 * software path cannot let the CPU write a protected page selectively,
+	 * and a denied frame always exits.
+	 */
+	TEST_ASSERT_EQ(exits, denied || !guest_spp_hw ? 1 : 0);
+	/*
+	 * The frame push is the first access to the page: on the hardware
+	 * path a permitted one builds the SPP table in an SPPT miss taken
+	 * during event delivery (a denied one never gets to walk it).
+	 */
+	if (guest_spp_hw && kind == EV_EXCEPTION && !denied)
+		TEST_ASSERT(vcpu_stat(vcpu, "spp_sppt_misses") >= 1,
+			    "no SPPT miss on the hardware path");
+	kvm_vm_free(vm);
+}
+
+TEST(event_frames)
+{
+	event_case(EV_EXCEPTION, false);
+	event_case(EV_EXCEPTION, true);
+	event_case(EV_INTERRUPT, false);
+	event_case(EV_INTERRUPT, true);
+}
+
+/*
+ * page_table_page
+ *
+ * The data page is page PT_DATA_PAGE of the memslot; the host finds its PTE
+ * in the guest's page tables, clears the PTE's accessed and dirty flags and
+ * protects one sub-page of the page-table page.  The guest then invalidates
+ * the TLB entry (the host changed the PTE under it) and reads or writes the
+ * data page at the PTE's own page offset or at another one.
+ */
+#define PT_DATA_PAGE		3
+#define PT_OTHER_SUBPAGE	20
+#define PT_VALUE		0x5a5a00c0ffee0000ULL
+#define PTE_A			((uint64_t)1 << 5)
+#define PTE_D			((uint64_t)1 << 6)
+
+struct pt_cmd {
+	uint64_t gva;
+	uint64_t write;
+	uint64_t val;
+};
+
+static struct pt_cmd pt_cmd;
+
+static void guest_page_table(void)
+{
+	uint64_t v;
+
+	for (;;) {
+		asm volatile("invlpg (%0)" : : "r"(pt_cmd.gva) : "memory");
+		if (pt_cmd.write) {
+			WRITE_ONCE(*(uint64_t *)pt_cmd.gva, pt_cmd.val);
+			v = pt_cmd.val;
+		} else {
+			v = READ_ONCE(*(uint64_t *)pt_cmd.gva);
+		}
+		GUEST_SYNC(v);
+	}
+}
+
+TEST(page_table_page)
+{
+	uint64_t *pte, pte_val, pte_gpa, data_off, got, want;
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+	uint8_t *data;
+	int own, write, same, n = 0;
+	uint32_t vec;
+
+	vm = guard_vm(1, &vcpu, guest_page_table);
+	pte = vm_get_page_table_entry(vm, PG(PT_DATA_PAGE));
+	pte_gpa = addr_hva2gpa(vm, pte);
+	pte_val = *pte | PTE_A | PTE_D;
+	data = addr_gpa2hva(vm, PG(PT_DATA_PAGE));
+	ksft_print_msg("PTE of gva 0x%lx at gpa 0x%lx (sub-page %lu)\n",
+		       PG(PT_DATA_PAGE), pte_gpa,
+		       PAGE_OFF(pte_gpa) / SUBPAGE);
+	TEST_ASSERT(PAGE_OFF(pte_gpa) / SUBPAGE != PT_OTHER_SUBPAGE,
+		    "the PTE is in the sub-page meant to be the other one");
+
+	for (own = 1; own >= 0; own--) {
+		vec = own ? PROT(PAGE_OFF(pte_gpa) / SUBPAGE) :
+			    PROT(PT_OTHER_SUBPAGE);
+		spp_set1(vm, pte_gpa >> PAGE_SHIFT, vec);
+		for (same = 1; same >= 0; same--) {
+			for (write = 0; write <= 1; write++) {
+				data_off = PAGE_OFF(pte_gpa) +
+					   (same ? 0 : 8 * SUBPAGE);
+				pt_cmd.gva = PG(PT_DATA_PAGE) + data_off;
+				pt_cmd.write = write;
+				pt_cmd.val = PT_VALUE + n;
+				sync_global_to_guest(vm, pt_cmd);
+				*pte &= ~(PTE_A | PTE_D);
+				want = write ? pt_cmd.val :
+				       *(uint64_t *)(data + data_off);
+
+				vcpu_run(vcpu);
+				got = expect_sync(vcpu, "page-table page");
+				TEST_ASSERT(got == want &&
+					    *(uint64_t *)(data + data_off) == want,
+					    "%s PTE sub-page protected, %s offset, %s: guest got 0x%lx, data page holds 0x%lx, expected 0x%lx (PTE 0x%lx)",
+					    own ? "the" : "another",
+					    same ? "the PTE's" : "another",
+					    write ? "write" : "read", got,
+					    *(uint64_t *)(data + data_off), want,
+					    *pte);
+				/* The PTE only gained its A (and D) flag. */
+				TEST_ASSERT(*pte == (write ? pte_val :
+						     pte_val & ~PTE_D),
+					    "PTE 0x%lx after %s, expected 0x%lx",
+					    *pte, write ? "write" : "read",
+					    write ? pte_val : pte_val & ~PTE_D);
+				n++;
+			}
+		}
+	}
+	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), 0);
+	ksft_print_msg("%d accesses through an A/D-clear PTE on a protected page-table page, %lu emulated\n",
+		       n, vcpu_stat(vcpu, "insn_emulation"));
+	kvm_vm_free(vm);
+}
+
+/*
+ * unemulated_writes
+ *
+ * Instructions that KVM's emulator does not handle (in 64-bit mode), with
+ * every byte they write in writable sub-pages of a page whose last sub-page
+ * is protected: FXSAVE64 (512 bytes), XSAVE (x87 and SSE state, if the
+ * guest has XSAVE) and CMPXCHG16B.  With SPP hardware the CPU performs them
+ * after KVM maps the page; on the software path they end in KVM_EXIT_SPP
+ * with KVM_SPP_EXIT_NOT_EMULATED, nothing written and RIP unchanged, and
+ * complete once the VMM lifts the protection.
+ */
+#define UE_PAGE			5
+#define UE_FXSAVE_OFF		0
+#define UE_XSAVE_OFF		1024
+#define UE_CX16_OFF		2048
+#define UE_CX16_NEW		0x1122334455667788ULL
+#define X86_FEATURE_CX16_	KVM_X86_CPU_FEATURE(0x1, 0, ECX, 13)
+
+enum { UE_FXSAVE = 1, UE_XSAVE, UE_CX16, UE_NR };
+
+extern const char ue_fxsave[], ue_xsave[], ue_cx16[];
+
+static void guest_unemulated(void)
+{
+	uint64_t base = PG(UE_PAGE), lo, hi;
+
+	asm volatile("ue_fxsave: fxsave64 (%0)" : : "r"(base + UE_FXSAVE_OFF)
+		     : "memory");
+	GUEST_SYNC(UE_FXSAVE);
+
+	if (this_cpu_has(X86_FEATURE_XSAVE)) {
+		set_cr4(get_cr4() | X86_CR4_OSXSAVE);
+		asm volatile("ue_xsave: xsave (%0)"
+			     : : "r"(base + UE_XSAVE_OFF), "a"(3), "d"(0)
+			     : "memory");
+	}
+	GUEST_SYNC(this_cpu_has(X86_FEATURE_XSAVE) ? UE_XSAVE : 0);
+
+	if (this_cpu_has(X86_FEATURE_CX16_)) {
+		lo = READ_ONCE(*(uint64_t *)(base + UE_CX16_OFF));
+		hi = READ_ONCE(*(uint64_t *)(base + UE_CX16_OFF + 8));
+		asm volatile("ue_cx16: lock cmpxchg16b (%2)"
+			     : "+a"(lo), "+d"(hi)
+			     : "r"(base + UE_CX16_OFF), "b"(UE_CX16_NEW),
+			       "c"(~UE_CX16_NEW)
+			     : "memory");
+	}
+	GUEST_SYNC(this_cpu_has(X86_FEATURE_CX16_) ? UE_CX16 : 0);
+	GUEST_DONE();
+}
+
+TEST(unemulated_writes)
+{
+	static const char *const names[UE_NR] = {
+		[UE_FXSAVE] = "fxsave64", [UE_XSAVE] = "xsave",
+		[UE_CX16] = "cmpxchg16b",
+	};
+	const char *rips[UE_NR] = {
+		[UE_FXSAVE] = ue_fxsave, [UE_XSAVE] = ue_xsave,
+		[UE_CX16] = ue_cx16,
+	};
+	/*
+	 * What each instruction stores: MXCSR (byte 24 of the FXSAVE area),
+	 * the x87 control word (byte 0 of the XSAVE area), both at their reset
+	 * values, or the new 16 bytes of CMPXCHG16B.
+	 */
+	const int check_off[UE_NR] = {
+		[UE_FXSAVE] = UE_FXSAVE_OFF + 24, [UE_XSAVE] = UE_XSAVE_OFF,
+		[UE_CX16] = UE_CX16_OFF,
+	};
+	const uint64_t check_val[UE_NR] = {
+		[UE_FXSAVE] = 0x1f80, [UE_XSAVE] = 0x037f,
+		[UE_CX16] = UE_CX16_NEW,
+	};
+	struct kvm_vcpu *vcpu;
+	struct kvm_regs regs;
+	struct kvm_vm *vm;
+	uint8_t *page;
+	int i, exits, done = 0;
+	uint64_t k;
+
+	vm = guard_vm(1, &vcpu, guest_unemulated);
+	page = addr_gpa2hva(vm, PG(UE_PAGE));
+	for (i = 1; i < UE_NR; i++) {
+		fill_pattern(vm, UE_PAGE);
+		spp_set1(vm, GUARD_GFN + UE_PAGE, PROT(31));
+		exits = 0;
+		for (;;) {
+			vcpu_run(vcpu);
+			if (vcpu->run->exit_reason != KVM_EXIT_SPP)
+				break;
+			exits++;
+			TEST_ASSERT(exits == 1, "%s: KVM_EXIT_SPP again", names[i]);
+			TEST_ASSERT(vcpu->run->spp.flags ==
+				    spp_flags(KVM_SPP_EXIT_NOT_EMULATED),
+				    "%s: spp.flags 0x%x", names[i],
+				    vcpu->run->spp.flags);
+			TEST_ASSERT(vcpu->run->spp.gpa >> 12 == PG(UE_PAGE) >> 12,
+				    "%s: spp.gpa 0x%llx", names[i],
+				    vcpu->run->spp.gpa);
+			TEST_ASSERT_EQ(vcpu->run->spp.insn_len, 0);
+			vcpu_regs_get(vcpu, &regs);
+			TEST_ASSERT(regs.rip == (uint64_t)rips[i],
+				    "%s: rip 0x%llx, expected 0x%lx", names[i],
+				    regs.rip, (uint64_t)rips[i]);
+			check_protected(vm, 0, UE_PAGE);
+			spp_set1(vm, GUARD_GFN + UE_PAGE, FULL);
+		}
+		k = expect_sync(vcpu, names[i]);
+		if (!k)
+			continue;
+		TEST_ASSERT_EQ(k, i);
+		done++;
+		ksft_print_msg("%s path, %s into writable sub-pages: %d exits\n",
+			       guest_spp_hw ? "hardware" : "software",
+			       names[i], exits);
+		TEST_ASSERT_EQ(exits, guest_spp_hw ? 0 : 1);
+		check_protected(vm, PROT(31), UE_PAGE);
+		memcpy(&k, page + check_off[i], i == UE_CX16 ? 8 : 2);
+		if (i != UE_CX16)
+			k &= 0xffff;
+		TEST_ASSERT(k == check_val[i], "%s stored 0x%lx, expected 0x%lx",
+			    names[i], k, check_val[i]);
+		if (i == UE_CX16)
+			TEST_ASSERT_EQ(*(uint64_t *)(page + UE_CX16_OFF + 8),
+				       ~UE_CX16_NEW);
+	}
+	vcpu_run(vcpu);
+	TEST_ASSERT(get_ucall(vcpu, NULL) == UCALL_DONE, "no GUEST_DONE");
+	TEST_ASSERT(done >= 1, "nothing ran");
+	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), guest_spp_hw ? 0 : done);
+	kvm_vm_free(vm);
+}
+
+/*
+ * toggle_race
+ *
+ * RACE_VCPUS vCPUs loop over RACE_PAGES pages; vCPU i writes its iteration
+ * count to offset 8 * i of sub-page 0 (never protected) and of sub-page 1
+ * (protected and unprotected by the host in turn) of each page, then
+ * reports its loop count with GUEST_SYNC.  The host skips every denied write.
+ * The exit per loop keeps the test fair on a single host CPU, and works
+ * around Bochs 2.7, whose emulated host was seen to stop taking timer
+ * interrupts while a guest ran for seconds without a VM exit.
+ */
+#define RACE_VCPUS		4
+#define RACE_PAGES		4
+#define RACE_FIRST_PAGE		4
+#define RACE_TOGGLED		1
+#define RACE_ROUNDS		40
+#define RACE_SECONDS		5
+
+static uint64_t race_stop;
+static uint64_t race_iters[RACE_VCPUS];
+
+extern const char race_store[], race_store_end[];
+
+static void guest_race(int id)
+{
+	uint64_t it, p, base;
+
+	for (it = 1; !READ_ONCE(race_stop); it++) {
+		for (p = 0; p < RACE_PAGES; p++) {
+			base = PG(RACE_FIRST_PAGE + p) + 8 * id;
+			WRITE_ONCE(*(uint64_t *)base, it);
+			if (guest_spp_hw)
+				asm volatile("invlpg (%0)" : : "r"(base) : "memory");
+			asm volatile("race_store: movq %0, (%1)\n\t"
+				     "race_store_end:\n\t"
+				     : : "r"(it), "r"(base + RACE_TOGGLED * SUBPAGE)
+				     : "memory");
+		}
+		WRITE_ONCE(race_iters[id], it);
+		GUEST_SYNC(it);
+	}
+	GUEST_DONE();
+}
+
+struct race_vcpu {
+	pthread_t thread;
+	struct kvm_vcpu *vcpu;
+	uint64_t denied;
+	uint64_t loops;
+};
+
+static void *race_vcpu_thread(void *arg)
+{
+	struct race_vcpu *rv = arg;
+	struct kvm_vcpu *vcpu = rv->vcpu;
+	struct kvm_run *run = vcpu->run;
+	struct kvm_regs regs;
+	struct ucall uc;
+	uint64_t off;
+
+	for (;;) {
+		vcpu_run(vcpu);
+		if (run->exit_reason == KVM_EXIT_SPP) {
+			off = run->spp.gpa - PG(RACE_FIRST_PAGE);
+			TEST_ASSERT(run->spp.gpa >= PG(RACE_FIRST_PAGE) &&
+				    off < RACE_PAGES * PAGE_SIZE &&
+				    (off & (PAGE_SIZE - 1)) / SUBPAGE == RACE_TOGGLED,
+				    "vCPU %u: KVM_EXIT_SPP at gpa 0x%llx, not a toggled sub-page",
+				    vcpu->id, run->spp.gpa);
+			TEST_ASSERT(run->spp.flags == spp_flags(0),
+				    "vCPU %u: spp.flags 0x%x", vcpu->id,
+				    run->spp.flags);
+			vcpu_regs_get(vcpu, &regs);
+			TEST_ASSERT(regs.rip == (uint64_t)race_store,
+				    "vCPU %u: denied write at rip 0x%llx",
+				    vcpu->id, regs.rip);
+			TEST_ASSERT_EQ(run->spp.insn_len,
+				       race_store_end - race_store);
+			regs.rip += run->spp.insn_len;
+			vcpu_regs_set(vcpu, &regs);
+			rv->denied++;
+			continue;
+		}
+		switch (get_ucall(vcpu, &uc)) {
+		case UCALL_SYNC:
+			rv->loops = uc.args[1];
+			continue;
+		case UCALL_DONE:
+			return NULL;
+		}
+		unexpected_exit(vcpu, "toggle race");
+	}
+}
+
+static void race_snapshot(struct kvm_vm *vm, uint8_t *snap)
+{
+	int p;
+
+	for (p = 0; p < RACE_PAGES; p++)
+		memcpy(snap + p * SUBPAGE,
+		       (uint8_t *)addr_gpa2hva(vm, PG(RACE_FIRST_PAGE + p)) +
+		       RACE_TOGGLED * SUBPAGE, SUBPAGE);
+}
+
+TEST(toggle_race)
+{
+	uint8_t snap[RACE_PAGES * SUBPAGE], now[RACE_PAGES * SUBPAGE];
+	struct kvm_vcpu *vcpus[RACE_VCPUS];
+	struct race_vcpu rv[RACE_VCPUS];
+	uint32_t prot[RACE_PAGES], full[RACE_PAGES];
+	uint64_t denied = 0, iters, *hva;
+	struct timespec pause = { .tv_nsec = 2 * 1000 * 1000 }, t0, t;
+	struct kvm_vm *vm;
+	int i, r, p;
+
+	for (p = 0; p < RACE_PAGES; p++) {
+		prot[p] = PROT(RACE_TOGGLED);
+		full[p] = FULL;
+	}
+	vm = guard_vm(RACE_VCPUS, vcpus, guest_race);
+	for (i = 0; i < RACE_VCPUS; i++) {
+		vcpu_args_set(vcpus[i], 1, i);
+		rv[i] = (struct race_vcpu){ .vcpu = vcpus[i] };
+	}
+	spp_set(vm, GUARD_GFN + RACE_FIRST_PAGE, RACE_PAGES, prot);
+	for (i = 0; i < RACE_VCPUS; i++)
+		pthread_create(&rv[i].thread, NULL, race_vcpu_thread, &rv[i]);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (r = 0; r < RACE_ROUNDS; r++) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (r >= 4 && t.tv_sec - t0.tv_sec >= RACE_SECONDS)
+			break;
+		/* Protected: nothing may change until the next SET. */
+		spp_set(vm, GUARD_GFN + RACE_FIRST_PAGE, RACE_PAGES, prot);
+		race_snapshot(vm, snap);
+		nanosleep(&pause, NULL);
+		race_snapshot(vm, now);
+		TEST_ASSERT(!memcmp(snap, now, sizeof(now)),
+			    "round %d: a protected sub-page changed after SET returned", r);
+		spp_set(vm, GUARD_GFN + RACE_FIRST_PAGE, RACE_PAGES, full);
+		nanosleep(&pause, NULL);
+	}
+	spp_set(vm, GUARD_GFN + RACE_FIRST_PAGE, RACE_PAGES, prot);
+	race_stop = 1;
+	sync_global_to_guest(vm, race_stop);
+	for (i = 0; i < RACE_VCPUS; i++) {
+		pthread_join(rv[i].thread, NULL);
+		denied += rv[i].denied;
+	}
+
+	/* Every vCPU's last permitted write landed on every page. */
+	sync_global_from_guest(vm, race_iters);
+	iters = 0;
+	for (i = 0; i < RACE_VCPUS; i++) {
+		TEST_ASSERT(race_iters[i] > 0, "vCPU %d never completed a loop", i);
+		TEST_ASSERT_EQ(rv[i].loops, race_iters[i]);
+		iters += race_iters[i];
+		for (p = 0; p < RACE_PAGES; p++) {
+			hva = addr_gpa2hva(vm, PG(RACE_FIRST_PAGE + p) + 8 * i);
+			TEST_ASSERT(*hva == race_iters[i],
+				    "vCPU %d page %d: permitted slot 0x%lx, %lu loops done",
+				    i, p, *hva, race_iters[i]);
+		}
+	}
+	ksft_print_msg("%s path: %d toggle rounds, %lu guest loops, %lu denied writes, %lu SPPT misses on vCPU 0\n",
+		       guest_spp_hw ? "hardware" : "software", r,
+		       iters, denied, vcpu_stat(vcpus[0], "spp_sppt_misses"));
+	TEST_ASSERT(denied > 0, "no write was ever denied");
+	kvm_vm_free(vm);
+}
+
+int main(int argc, char *argv[])
+{
+	spp_cap = kvm_check_cap(KVM_CAP_X86_SPP);
+	TEST_REQUIRE(spp_cap);
+
+	return test_harness_run(argc, argv);
+}
