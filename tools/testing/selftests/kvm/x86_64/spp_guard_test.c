@@ -48,6 +48,7 @@
 #include "kvm_util.h"
 #include "processor.h"
 #include "apic.h"
+#include "vmx.h"
 #include "ucall_common.h"
 
 #define GUARD_SLOT		10
@@ -596,6 +597,67 @@ TEST(unemulated_writes)
 	TEST_ASSERT(get_ucall(vcpu, NULL) == UCALL_DONE, "no GUEST_DONE");
 	TEST_ASSERT(done >= 1, "nothing ran");
 	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), guest_spp_hw ? 0 : done);
+	kvm_vm_free(vm);
+}
+
+/*
+ * vmx_instruction_writes
+ *
+ * VMPTRST stores to guest memory without KVM's emulator: KVM writes on
+ * behalf of the intercepted instruction.  Into a protected sub-page it must
+ * end in KVM_EXIT_SPP (insn_len 0: no decoded instruction), nothing
+ * written, and succeed once the VMM lifts the protection.
+ */
+#define VX_PAGE			6
+#define VX_OFF			(3 * SUBPAGE + 16)
+
+extern const char vx_vmptrst[];
+
+static void guest_vmx_writes(struct vmx_pages *vmx_pages)
+{
+	GUEST_ASSERT(prepare_for_vmx_operation(vmx_pages));
+	GUEST_ASSERT(load_vmcs(vmx_pages));
+	asm volatile("vx_vmptrst: vmptrst (%0)" : : "r"(PG(VX_PAGE) + VX_OFF)
+		     : "memory", "cc");
+	GUEST_SYNC(vmx_pages->vmcs_gpa);
+	GUEST_DONE();
+}
+
+TEST(vmx_instruction_writes)
+{
+	vm_vaddr_t vmx_pages_gva;
+	struct kvm_vcpu *vcpu;
+	struct kvm_regs regs;
+	struct kvm_vm *vm;
+	uint64_t vmcs_gpa;
+	int exits = 0;
+
+	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
+
+	vm = guard_vm(1, &vcpu, guest_vmx_writes);
+	vcpu_alloc_vmx(vm, &vmx_pages_gva);
+	vcpu_args_set(vcpu, 1, vmx_pages_gva);
+	spp_set1(vm, GUARD_GFN + VX_PAGE, PROT(VX_OFF / SUBPAGE));
+	for (;;) {
+		vcpu_run(vcpu);
+		if (vcpu->run->exit_reason != KVM_EXIT_SPP)
+			break;
+		exits++;
+		TEST_ASSERT(exits == 1, "KVM_EXIT_SPP again");
+		TEST_ASSERT_EQ(vcpu->run->spp.gpa, PG(VX_PAGE) + VX_OFF);
+		TEST_ASSERT_EQ(vcpu->run->spp.flags, spp_flags(0));
+		TEST_ASSERT_EQ(vcpu->run->spp.insn_len, 0);
+		vcpu_regs_get(vcpu, &regs);
+		TEST_ASSERT(regs.rip == (uint64_t)vx_vmptrst,
+			    "rip 0x%llx, expected 0x%lx", regs.rip,
+			    (uint64_t)vx_vmptrst);
+		check_protected(vm, PROT(VX_OFF / SUBPAGE), VX_PAGE);
+		spp_set1(vm, GUARD_GFN + VX_PAGE, FULL);
+	}
+	vmcs_gpa = expect_sync(vcpu, "vmptrst");
+	TEST_ASSERT_EQ(exits, 1);
+	TEST_ASSERT_EQ(*(uint64_t *)addr_gpa2hva(vm, PG(VX_PAGE) + VX_OFF),
+		       vmcs_gpa);
 	kvm_vm_free(vm);
 }
 
