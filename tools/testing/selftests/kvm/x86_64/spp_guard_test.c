@@ -461,7 +461,7 @@ TEST(page_table_page)
 		}
 	}
 	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), 0);
-	ksft_print_msg("%d accesses through an A/D-clear PTE on a protected page-table page, %lu emulated\n",
+	ksft_print_msg("%d accesses via A/D-clear PTEs on a protected PT page, %lu emulated\n",
 		       n, vcpu_stat(vcpu, "insn_emulation"));
 	kvm_vm_free(vm);
 }
@@ -826,7 +826,7 @@ TEST(toggle_race)
 				    i, p, *hva, race_iters[i]);
 		}
 	}
-	ksft_print_msg("%s path: %d toggle rounds, %lu guest loops, %lu denied writes, %lu SPPT misses on vCPU 0\n",
+	ksft_print_msg("%s path: %d rounds, %lu loops, %lu denied, %lu SPPT misses (vCPU 0)\n",
 		       guest_spp_hw ? "hardware" : "software", r,
 		       iters, denied, vcpu_stat(vcpus[0], "spp_sppt_misses"));
 	TEST_ASSERT(denied > 0, "no write was ever denied");
