@@ -51,9 +51,6 @@
 /* SPPT misses in a row on the same complete path before KVM gives up. */
 #define SPP_MAX_MISS_REPEATS	16
 
-/* Exit qualification of the SPP-related VM exit: set for an SPPT miss. */
-#define SPPT_EXIT_QUAL_MISS	BIT(11)
-
 static u32 spp_get_vector(struct kvm *kvm, gfn_t gfn)
 {
 	void *entry = xa_load(&kvm->arch.spp_access, gfn);
@@ -299,30 +296,6 @@ u64 kvm_spp_sppt_root(struct kvm *kvm)
 EXPORT_SYMBOL_GPL(kvm_spp_sppt_root);
 
 /**
- * kvm_spp_prepare_internal_error() - report an SPP exit KVM cannot resolve
- * @vcpu: the vCPU
- * @qual: the exit qualification of the SPP-related VM exit
- * @gpa: the guest-physical address of the access
- *
- * Prepares a KVM_EXIT_INTERNAL_ERROR (KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON)
- * for userspace.  The VM stays usable: userspace may change permissions and
- * run the vCPU again.
- */
-void kvm_spp_prepare_internal_error(struct kvm_vcpu *vcpu, u64 qual, gpa_t gpa)
-{
-	struct kvm_run *run = vcpu->run;
-
-	run->exit_reason = KVM_EXIT_INTERNAL_ERROR;
-	run->internal.suberror = KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON;
-	run->internal.ndata = 4;
-	run->internal.data[0] = EXIT_REASON_SPP;
-	run->internal.data[1] = vcpu->arch.last_vmentry_cpu;
-	run->internal.data[2] = qual;
-	run->internal.data[3] = gpa;
-}
-EXPORT_SYMBOL_GPL(kvm_spp_prepare_internal_error);
-
-/**
  * kvm_spp_handle_sppt_miss() - build the SPPT levels of a faulting gpa
  * @vcpu: the vCPU that took the SPPT-miss VM exit
  * @gpa: the guest-physical address of the access
@@ -331,9 +304,9 @@ EXPORT_SYMBOL_GPL(kvm_spp_prepare_internal_error);
  * pushed onto a protected page): the event has been requeued and is
  * delivered again when the guest resumes.
  *
- * Return: 1 to resume the guest, 0 after preparing a KVM_EXIT_INTERNAL_ERROR
- * if the CPU keeps missing on a complete path while no permission changed,
- * or -ENOMEM.
+ * Return: 1 to resume the guest, 0 if the CPU keeps missing on a complete
+ * path while no permission changed (the caller reports it to userspace), or
+ * -ENOMEM.
  */
 int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
 {
@@ -378,10 +351,7 @@ int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
 	    vcpu->arch.spp_last_miss_seq != seq) {
 		vcpu->arch.spp_miss_repeats = 0;
 	} else if (++vcpu->arch.spp_miss_repeats >= SPP_MAX_MISS_REPEATS) {
-		pr_warn_ratelimited("vcpu %d: SPPT misses repeat on a complete path at gpa 0x%llx\n",
-				    vcpu->vcpu_id, gpa);
 		vcpu->arch.spp_miss_repeats = 0;
-		kvm_spp_prepare_internal_error(vcpu, SPPT_EXIT_QUAL_MISS, gpa);
 		return 0;
 	}
 	vcpu->arch.spp_last_miss = gfn + 1;

@@ -19,7 +19,6 @@ u64 kvm_spp_sppt_vector(u32 access);
 void kvm_spp_set_hw(bool enable);
 u64 kvm_spp_sppt_root(struct kvm *kvm);
 int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa);
-void kvm_spp_prepare_internal_error(struct kvm_vcpu *vcpu, u64 qual, gpa_t gpa);
 int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
 			void *insn, int insn_len);
 int kvm_spp_emulation_failure(struct kvm_vcpu *vcpu);

@@ -77,10 +77,12 @@ void vmx_spp_init_vmcs(struct kvm_vcpu *vcpu)
  * @vcpu: the vCPU
  *
  * An SPPT miss (qualification bit 11 set) means a level of the SPP table is
- * missing for the faulting address: build it and resume.  A misconfiguration
- * (bit 11 clear: reserved bits, or an odd bit in a leaf) can only come from
- * a KVM bug; it is reported to userspace instead of re-entering the guest
- * into the same exit, without taking the VM down.
+ * missing for the faulting address: build it and resume.  Misses that keep
+ * repeating on a complete path while no permission changes, and
+ * misconfigurations (bit 11 clear: reserved bits, or an odd bit in a leaf),
+ * can only come from a KVM bug; they are reported to userspace as
+ * KVM_EXIT_INTERNAL_ERROR instead of re-entering the guest into the same
+ * exit, without taking the VM down.
  *
  * Return: 1 to resume the guest, <= 0 to exit to userspace.
  */
@@ -88,17 +90,30 @@ int vmx_handle_spp_exit(struct kvm_vcpu *vcpu)
 {
 	unsigned long qual = vmx_get_exit_qual(vcpu);
 	gpa_t gpa = vmcs_read64(GUEST_PHYSICAL_ADDRESS);
+	struct kvm_run *run = vcpu->run;
+	int r;
 
 	/* The exit may have unblocked NMIs by an IRET: block them again. */
 	if (!(to_vmx(vcpu)->idt_vectoring_info & VECTORING_INFO_VALID_MASK) &&
 	    cpu_has_virtual_nmis() && (qual & INTR_INFO_UNBLOCK_NMI))
 		vmcs_set_bits(GUEST_INTERRUPTIBILITY_INFO, GUEST_INTR_STATE_NMI);
 
-	if (qual & SPP_EXIT_QUAL_MISS)
-		return kvm_spp_handle_sppt_miss(vcpu, gpa);
-
-	pr_err_ratelimited("SPPT misconfiguration at gpa 0x%llx, qualification 0x%lx\n",
-			   gpa, qual);
-	kvm_spp_prepare_internal_error(vcpu, qual, gpa);
+	if (qual & SPP_EXIT_QUAL_MISS) {
+		r = kvm_spp_handle_sppt_miss(vcpu, gpa);
+		if (r)
+			return r;
+		pr_warn_ratelimited("vcpu %d: SPPT misses repeat on a complete path at gpa 0x%llx\n",
+				    vcpu->vcpu_id, gpa);
+	} else {
+		pr_err_ratelimited("SPPT misconfiguration at gpa 0x%llx, qualification 0x%lx\n",
+				   gpa, qual);
+	}
+	run->exit_reason = KVM_EXIT_INTERNAL_ERROR;
+	run->internal.suberror = KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON;
+	run->internal.ndata = 4;
+	run->internal.data[0] = EXIT_REASON_SPP;
+	run->internal.data[1] = vcpu->arch.last_vmentry_cpu;
+	run->internal.data[2] = qual;
+	run->internal.data[3] = gpa;
 	return 0;
 }
