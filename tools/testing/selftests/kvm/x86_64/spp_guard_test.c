@@ -226,14 +226,17 @@ static void guest_event_frames(void)
 		GUEST_SYNC(ev_handled[EV_EXCEPTION]);
 
 		/*
-		 * A self-IPI, pending until STI's shadow ends, i.e. delivered
-		 * with RIP at the CLI.
+		 * A self-IPI sent with interrupts already enabled (and STI's
+		 * shadow over): KVM injects it as soon as the WRMSR to the ICR
+		 * completes, i.e. it is delivered with RIP at the CLI.  This
+		 * does not depend on how the CPU (or an emulator) implements
+		 * the STI shadow.
 		 */
 		asm volatile("mov %%rsp, %%rbx\n\t"
 			     "mov %0, %%rsp\n\t"
-			     "wrmsr\n\t"
 			     "sti\n\t"
 			     "nop\n\t"
+			     "wrmsr\n\t"
 			     "ev_irq_rip: cli\n\t"
 			     "mov %%rbx, %%rsp\n\t"
 			     : : "r"(EV_RSP), "c"(APIC_BASE_MSR + (APIC_ICR >> 4)),
