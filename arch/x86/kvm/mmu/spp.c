@@ -8,21 +8,31 @@
  * vector is not all-ones) live in an xarray indexed by gfn, as value entries,
  * so the store costs memory only for protected pages.
  *
- * Enforcement without SPP hardware: a protected gfn is write-tracked through
- * KVM's page-track machinery, so it is never mapped writable (nor by a huge
- * page) and every guest write to it faults and is emulated.  The emulator
+ * The permissions are keyed by gfn, independent of memslots (like memory
+ * attributes): they apply to whatever memslot maps the gfn, now or later,
+ * and outlive memslot deletion and moves.  They cost nothing per guest page:
+ * the MMU asks kvm_spp_gfn_protected() (one load for a VM without SPP, an
+ * xarray lookup otherwise) wherever it asks whether a gfn is write-tracked,
+ * and a protected gfn disallows huge pages through the memslots' lpage_info.
+ *
+ * Enforcement without SPP hardware: a protected gfn is never mapped writable
+ * (nor by a huge page), so every guest write to it faults and is emulated.
+ * The emulator
  * asks kvm_spp_check_emulated_write() before it writes guest memory; a write
  * is let through only if every byte lands in a writable sub-page, otherwise
  * the vCPU exits to userspace with KVM_EXIT_SPP, nothing written and RIP
  * still at the instruction.
  *
  * Enforcement with SPP hardware (VMX, see vmx/spp.c): the protected gfns are
- * still write-tracked, but their 4 KiB EPT leaves are armed with the SPP bit
+ * still mapped read-only, but their 4 KiB EPT leaves are armed with the SPP bit
  * and the CPU looks the write permission up in the SPP table (SPPT), so a
  * write to a writable sub-page costs no VM exit at all.  A denied write is
  * an EPT violation that reaches the emulation path above, which classifies
- * it by the same permission store.  The SPPT is built here: four levels
- * indexed by gfn like EPT, non-leaf entries holding the next table's
+ * it by the same permission store.  A leaf is armed only when SPP is the
+ * sole reason it is read-only: not while the gfn holds a guest page table
+ * KVM shadows or is write-tracked by another user, whose writes must trap.
+ * The SPPT is built here: four levels indexed by gfn (bits 47:12 of the gpa
+ * only: gfns above are never written to it, see spp_sppt_maps()) like EPT, non-leaf entries holding the next table's
  * physical address with bit 0 (valid) set, leaf entries holding the 64-bit
  * vector in which sub-page i is writable if bit 2i is set.
  */
@@ -113,6 +123,12 @@ u64 kvm_spp_sppt_vector(u32 access)
 #define SPPT_ENTRY_VALID	BIT_ULL(0)
 #define SPPT_ADDR_MASK		GENMASK_ULL(51, 12)
 
+/* The SPPT maps guest-physical address bits 47:12; higher gfns would alias. */
+static bool spp_sppt_maps(gfn_t gfn)
+{
+	return !(gfn >> 36);
+}
+
 static unsigned int sppt_index(gfn_t gfn, int level)
 {
 	return (gfn >> ((level - 1) * 9)) & 511;
@@ -131,12 +147,15 @@ static u64 *sppt_table(u64 entry)
  * New leaf tables are filled with "all writable" entries.  Sleeps; the
  * caller serializes changes of @t.
  *
- * Return: 0 on success, -ENOMEM.
+ * Return: 0 on success, -EINVAL for a gfn the SPPT cannot map, -ENOMEM.
  */
 int kvm_sppt_prepare(struct kvm_sppt *t, gfn_t gfn)
 {
 	u64 *table = t->root, *entry;
 	int level, i;
+
+	if (!spp_sppt_maps(gfn))
+		return -EINVAL;
 
 	for (level = 4; level > 1; level--) {
 		entry = &table[sppt_index(gfn, level)];
@@ -163,6 +182,9 @@ static u64 *sppt_leaf(struct kvm_sppt *t, gfn_t gfn)
 	u64 *table = t->root, entry;
 	int level;
 
+	if (!spp_sppt_maps(gfn))
+		return NULL;
+
 	for (level = 4; level > 1; level--) {
 		entry = READ_ONCE(table[sppt_index(gfn, level)]);
 		if (!(entry & SPPT_ENTRY_VALID))
@@ -179,7 +201,8 @@ static u64 *sppt_leaf(struct kvm_sppt *t, gfn_t gfn)
  * @access: 32-bit write-permission vector
  *
  * Does nothing if a level of @gfn's path is missing: the CPU then takes an
- * SPPT miss, whose handler builds the path from the permission store.
+ * SPPT miss, whose handler builds the path from the permission store.  Does
+ * nothing either for a gfn above the 48 bits of gpa the SPPT maps.
  *
  * Return: true if the leaf entry was written.
  */
@@ -218,6 +241,8 @@ void kvm_sppt_prune(struct kvm_sppt *t, gfn_t gfn, struct list_head *freed)
 	u64 *path[5];
 	int level;
 
+	if (!spp_sppt_maps(gfn))
+		return;
 	path[4] = t->root;
 	for (level = 4; level > 1; level--) {
 		u64 entry = READ_ONCE(path[level][sppt_index(gfn, level)]);
@@ -321,6 +346,9 @@ int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
 		return -EIO;
 
 	++vcpu->stat.spp_sppt_misses;
+	/* The CPU cannot miss on a gpa the SPPT does not map. */
+	if (!spp_sppt_maps(gfn))
+		return 0;
 	mutex_lock(&kvm->arch.spp_lock);
 	seq = kvm->arch.spp_sppt_seq;
 	complete = sppt_leaf(&kvm->arch.sppt, gfn);
@@ -371,7 +399,7 @@ EXPORT_SYMBOL_GPL(kvm_spp_handle_sppt_miss);
 static bool spp_cpu_enforces(struct kvm *kvm,
 			     const struct kvm_memory_slot *slot, gfn_t gfn)
 {
-	return spp_hw(kvm) && slot && !(gfn >> 36) &&
+	return spp_hw(kvm) && slot && spp_sppt_maps(gfn) &&
 	       !kvm_slot_dirty_track_enabled(slot);
 }
 
@@ -384,7 +412,10 @@ static bool spp_cpu_enforces(struct kvm *kvm,
  *
  * Only 4 KiB leaves of protected gfns below 2^48 bytes are armed, and not
  * while the memslot logs dirty pages: writes permitted by the CPU would not
- * be logged.
+ * be logged.  Nor when SPP is not the only reason the leaf is read-only:
+ * the gfn holds a guest page table that KVM shadows, or another user
+ * write-tracks it; every write to such a gfn must fault.  Caller holds
+ * mmu_lock.
  *
  * Return: the EPT SPP bit, or 0.
  */
@@ -392,30 +423,62 @@ u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
 		      gfn_t gfn, int level)
 {
 	if (level != PG_LEVEL_4K || !spp_cpu_enforces(kvm, slot, gfn) ||
-	    spp_get_vector(kvm, gfn) == KVM_SUBPAGE_FULL_ACCESS)
+	    spp_get_vector(kvm, gfn) == KVM_SUBPAGE_FULL_ACCESS ||
+	    kvm_gfn_is_write_tracked(kvm, slot, gfn) ||
+	    kvm_mmu_gfn_is_shadowed(kvm, gfn))
 		return 0;
 	return VMX_EPT_SPP_BIT;
 }
 
 /**
- * kvm_spp_slot_dirty_logging() - re-arm SPP when dirty logging toggles
+ * kvm_spp_slot_dirty_logging() - disarm SPP when dirty logging starts
  * @kvm: the VM
  * @slot: the memslot whose KVM_MEM_LOG_DIRTY_PAGES flag changed
  *
- * Zaps the protected gfns of @slot, so that they fault back in with the SPP
- * bit (logging off) or without it, i.e. fully trapped (logging on).
+ * When @slot starts logging dirty pages, its armed leaves are disarmed (the
+ * CPU would not log the writes it permits), with one TLB flush for the
+ * whole memslot; every write to a protected gfn then faults and is logged
+ * by the emulator.  When logging stops, the leaves stay disarmed until the
+ * first write to one faults (kvm_spp_write_fault() re-arms it).
  */
 void kvm_spp_slot_dirty_logging(struct kvm *kvm,
 				const struct kvm_memory_slot *slot)
 {
 	unsigned long gfn;
+	bool flush = false;
 	void *entry;
 
-	if (!spp_hw(kvm) || slot->as_id)
+	if (!spp_hw(kvm) || !kvm_slot_dirty_track_enabled(slot))
+		return;
+	write_lock(&kvm->mmu_lock);
+	/* Only the memslot's rmaps are used: it is not changed. */
+	xa_for_each_range(&kvm->arch.spp_access, gfn, entry, slot->base_gfn,
+			  slot->base_gfn + slot->npages - 1)
+		flush |= kvm_mmu_slot_gfn_write_protect(kvm,
+				(struct kvm_memory_slot *)slot, gfn, PG_LEVEL_4K);
+	if (flush)
+		kvm_flush_remote_tlbs_memslot(kvm, slot);
+	write_unlock(&kvm->mmu_lock);
+}
+
+/**
+ * kvm_spp_init_memslot() - apply the permissions to a new memslot
+ * @kvm: the VM
+ * @slot: a memslot being created or moved, not yet visible to vCPUs
+ *
+ * Protected gfns are never mapped by huge pages: count them in @slot's
+ * lpage_info like the permissions had been set after the memslot appeared.
+ */
+void kvm_spp_init_memslot(struct kvm *kvm, struct kvm_memory_slot *slot)
+{
+	unsigned long gfn;
+	void *entry;
+
+	if (!kvm_spp_enabled(kvm))
 		return;
 	xa_for_each_range(&kvm->arch.spp_access, gfn, entry, slot->base_gfn,
 			  slot->base_gfn + slot->npages - 1)
-		kvm_zap_gfn_range(kvm, gfn, gfn + 1);
+		kvm_mmu_gfn_disallow_lpage(slot, gfn);
 }
 
 /**
@@ -455,9 +518,11 @@ int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap)
 	if (cap->flags || (cap->args[0] & ~KVM_SPP_ENABLE_SOFTWARE) ||
 	    cap->args[1] || cap->args[2] || cap->args[3])
 		return -EINVAL;
-	/* KVM cannot emulate writes for guests with protected state. */
-	if (kvm->arch.vm_type != KVM_X86_DEFAULT_VM &&
-	    kvm->arch.vm_type != KVM_X86_SW_PROTECTED_VM)
+	/*
+	 * KVM cannot emulate writes to private memory, and a gfn of a VM with
+	 * private memory can turn private at any time (memory attributes).
+	 */
+	if (kvm->arch.vm_type != KVM_X86_DEFAULT_VM)
 		return -EINVAL;
 
 	mutex_lock(&kvm->lock);
@@ -500,23 +565,33 @@ static int spp_check_args(struct kvm *kvm, const struct kvm_subpage_access *sa)
 }
 
 /*
- * Every gfn of the range must be backed by a memslot of address space 0 that
- * SPP can protect.  Caller holds slots_lock or kvm->srcu.
+ * A gfn became protected (@protect) or unprotected: count it in (or out of)
+ * the lpage_info of the memslots that map it, in every address space, so
+ * that no huge page maps it; a newly protected gfn is also write-protected
+ * there, i.e. its writable SPTEs (of any level) become read-only and its
+ * armed ones are disarmed.  Caller holds mmu_lock for write and slots_lock.
+ *
+ * Return: true if TLBs must be flushed.
  */
-static int spp_check_memslots(struct kvm *kvm, gfn_t gfn, u32 npages)
+static bool spp_update_gfn(struct kvm *kvm, gfn_t gfn, bool protect)
 {
-	gfn_t end = gfn + npages;
 	struct kvm_memory_slot *slot;
+	bool flush = false;
+	int i;
 
-	while (gfn < end) {
-		slot = gfn_to_memslot(kvm, gfn);
-		if (!slot || (slot->flags & KVM_MEMSLOT_INVALID))
-			return -ENOENT;
-		if (kvm_slot_can_be_private(slot))
-			return -EOPNOTSUPP;
-		gfn = slot->base_gfn + slot->npages;
+	for (i = 0; i < kvm_arch_nr_memslot_as_ids(kvm); i++) {
+		slot = __gfn_to_memslot(__kvm_memslots(kvm, i), gfn);
+		if (!slot)
+			continue;
+		if (!protect) {
+			kvm_mmu_gfn_allow_lpage(slot, gfn);
+			continue;
+		}
+		kvm_mmu_gfn_disallow_lpage(slot, gfn);
+		flush |= kvm_mmu_slot_gfn_write_protect(kvm, slot, gfn,
+							PG_LEVEL_4K);
 	}
-	return 0;
+	return flush;
 }
 
 static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
@@ -524,8 +599,7 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 {
 	struct xarray *xa = &kvm->arch.spp_access;
 	struct kvm_sppt *sppt = &kvm->arch.sppt;
-	struct kvm_memory_slot *slot;
-	bool protect = false, hw = spp_hw(kvm);
+	bool protect = false, flush = false, hw = spp_hw(kvm);
 	LIST_HEAD(freed);
 	unsigned long i;
 	gfn_t gfn;
@@ -534,22 +608,8 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 
 	lockdep_assert_held(&kvm->slots_lock);
 
-	r = spp_check_memslots(kvm, sa->base_gfn, sa->npages);
-	if (r)
-		return r;
-
 	for (i = 0; i < sa->npages; i++)
 		protect |= vec[i] != KVM_SUBPAGE_FULL_ACCESS;
-
-	/*
-	 * Protected gfns are write-tracked; with TDP that needs the per-memslot
-	 * tracking metadata, which is allocated on first use only.
-	 */
-	if (protect && !kvm_page_track_write_tracking_enabled(kvm)) {
-		r = kvm_page_track_enable_external_write_tracking(kvm);
-		if (r)
-			return r;
-	}
 
 	/* Reserve the new entries so that the update below cannot fail. */
 	for (i = 0; i < sa->npages; i++) {
@@ -580,7 +640,6 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 	write_lock(&kvm->mmu_lock);
 	for (i = 0; i < sa->npages; i++) {
 		gfn = sa->base_gfn + i;
-		slot = gfn_to_memslot(kvm, gfn);
 		old = xa_load(xa, gfn);
 		trace_kvm_spp_set_access(gfn,
 					 old ? xa_to_value(old) : KVM_SUBPAGE_FULL_ACCESS,
@@ -589,18 +648,20 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 			if (!old)
 				continue;
 			xa_erase(xa, gfn);
-			__kvm_write_track_remove_gfn(kvm, slot, gfn);
+			spp_update_gfn(kvm, gfn, false);
 			continue;
 		}
 		old = xa_store(xa, gfn, xa_mk_value(vec[i]), GFP_NOWAIT);
 		WARN_ON_ONCE(xa_is_err(old));
-		/*
-		 * Write-protect the gfn (all SPTEs, any level) and forbid huge
-		 * mappings covering it; flushes TLBs as needed.
-		 */
 		if (!old)
-			__kvm_write_track_add_gfn(kvm, slot, gfn);
+			flush |= spp_update_gfn(kvm, gfn, true);
 	}
+	/*
+	 * One flush for the whole range.  On the hardware path, the range is
+	 * zapped and flushed below anyway, once the SPPT holds the new vectors.
+	 */
+	if (flush && !hw)
+		kvm_flush_remote_tlbs(kvm);
 	write_unlock(&kvm->mmu_lock);
 
 	if (hw) {
@@ -652,11 +713,11 @@ static void spp_get_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
  *
  * SET stores the write-permission vectors of a range of gfns and changes
  * the protection of the pages at once for all vCPUs; it either applies the
- * whole range or nothing.  GET reads the vectors back.
+ * whole range or nothing.  GET reads the vectors back.  The range need not
+ * be mapped by a memslot: permissions belong to gfns, not to memslots.
  *
  * Return: 0 on success; -ENXIO if SPP is not enabled, -EINVAL for bad flags
  * or range, -E2BIG for too many pages, -EFAULT for a bad user pointer,
- * -ENOENT if a gfn is not in a memslot, -EOPNOTSUPP for private memory,
  * -ENOMEM.
  */
 int kvm_vm_ioctl_subpages_access(struct kvm *kvm, unsigned int ioctl,
@@ -665,7 +726,7 @@ int kvm_vm_ioctl_subpages_access(struct kvm *kvm, unsigned int ioctl,
 	struct kvm_subpage_access sa;
 	void __user *map;
 	u32 *vec;
-	int r, idx;
+	int r;
 
 	if (copy_from_user(&sa, argp, sizeof(sa)))
 		return -EFAULT;
@@ -688,47 +749,12 @@ int kvm_vm_ioctl_subpages_access(struct kvm *kvm, unsigned int ioctl,
 	vec = kmalloc_array(sa.npages, sizeof(*vec), GFP_KERNEL_ACCOUNT);
 	if (!vec)
 		return -ENOMEM;
-	idx = srcu_read_lock(&kvm->srcu);
-	r = spp_check_memslots(kvm, sa.base_gfn, sa.npages);
-	if (!r)
-		spp_get_access(kvm, &sa, vec);
-	srcu_read_unlock(&kvm->srcu, idx);
-	if (!r && copy_to_user(map, vec, sa.npages * sizeof(*vec)))
+	spp_get_access(kvm, &sa, vec);
+	r = 0;
+	if (copy_to_user(map, vec, sa.npages * sizeof(*vec)))
 		r = -EFAULT;
 	kfree(vec);
 	return r;
-}
-
-/**
- * kvm_spp_remove_slot() - forget the permissions of a deleted or moved slot
- * @kvm: the VM
- * @slot: the memslot that is gone, once the change is committed
- *
- * The write-tracking counts go away with the memslot's metadata.
- */
-void kvm_spp_remove_slot(struct kvm *kvm, struct kvm_memory_slot *slot)
-{
-	XA_STATE(xas, &kvm->arch.spp_access, slot->base_gfn);
-	void *entry;
-
-	/* Permissions belong to address space 0 (not to SMM's). */
-	if (!kvm_spp_enabled(kvm) || slot->as_id)
-		return;
-
-	if (spp_hw(kvm))
-		mutex_lock(&kvm->arch.spp_lock);
-	xas_lock(&xas);
-	xas_for_each(&xas, entry, slot->base_gfn + slot->npages - 1) {
-		xas_store(&xas, NULL);
-		if (spp_hw(kvm))
-			kvm_sppt_set(&kvm->arch.sppt, xas.xa_index,
-				     KVM_SUBPAGE_FULL_ACCESS);
-	}
-	xas_unlock(&xas);
-	if (spp_hw(kvm)) {
-		kvm->arch.spp_sppt_seq++;
-		mutex_unlock(&kvm->arch.spp_lock);
-	}
 }
 
 /**
@@ -782,6 +808,18 @@ static u32 spp_exit_flags(struct kvm *kvm)
 	return spp_hw(kvm) ? 0 : KVM_SPP_EXIT_EMULATED;
 }
 
+/* Whether @gfn's 4 KiB leaf gets the SPP bit when it is mapped now. */
+static bool spp_can_arm(struct kvm_vcpu *vcpu, gfn_t gfn)
+{
+	struct kvm_memory_slot *slot = kvm_vcpu_gfn_to_memslot(vcpu, gfn);
+	u64 mask;
+
+	read_lock(&vcpu->kvm->mmu_lock);
+	mask = kvm_spp_spte_mask(vcpu->kvm, slot, gfn, PG_LEVEL_4K);
+	read_unlock(&vcpu->kvm->mmu_lock);
+	return mask;
+}
+
 /**
  * kvm_spp_write_fault() - handle a write fault on a protected gfn
  * @vcpu: the vCPU
@@ -790,10 +828,11 @@ static u32 spp_exit_flags(struct kvm *kvm)
  * @insn: the instruction bytes if the CPU provided them, or NULL
  * @insn_len: their length
  *
- * Called for a write that faulted because its gfn is write-tracked for SPP
- * (software path), or because SPP denied it or the gfn's leaf was not mapped
- * yet (hardware path).  On the hardware path, a write to a writable sub-page
- * of a leaf that can now be armed is retried once, for the CPU to check.
+ * Called for a write that faulted because its gfn is protected (software
+ * path), or because SPP denied it or the gfn's leaf was not mapped or not
+ * armed (hardware path).  On the hardware path, a write to a writable
+ * sub-page of a leaf that can now be armed is retried once, for the CPU to
+ * check.
  * Otherwise:
  *
  * - The CPU was delivering an event (interrupt, exception, NMI) and one of
@@ -828,10 +867,19 @@ int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
 	 * a write the CPU keeps faulting on goes on to the checks below.
 	 */
 	if (!(error_code & PFERR_GUEST_PAGE_MASK) &&
-	    spp_cpu_enforces(kvm, kvm_vcpu_gfn_to_memslot(vcpu, gfn), gfn) &&
 	    spp_range_writable(spp_get_vector(kvm, gfn), offset_in_page(gpa), 1) &&
 	    (vcpu->arch.last_retry_eip != kvm_rip_read(vcpu) ||
-	     vcpu->arch.last_retry_addr != gpa)) {
+	     vcpu->arch.last_retry_addr != gpa) &&
+	    spp_can_arm(vcpu, gfn)) {
+		/*
+		 * A present leaf was not armed, e.g. it was mapped while the
+		 * memslot logged dirty pages: zap it, and let the fault that
+		 * maps it back (armed) be the one that retries.
+		 */
+		if (error_code & PFERR_PRESENT_MASK) {
+			kvm_zap_gfn_range(kvm, gfn, gfn + 1);
+			return 1;
+		}
 		vcpu->arch.last_retry_eip = kvm_rip_read(vcpu);
 		vcpu->arch.last_retry_addr = gpa;
 		return 1;

@@ -32,7 +32,7 @@ int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap);
 int kvm_vm_ioctl_subpages_access(struct kvm *kvm, unsigned int ioctl,
 				 void __user *argp);
 void kvm_spp_destroy_vm(struct kvm *kvm);
-void kvm_spp_remove_slot(struct kvm *kvm, struct kvm_memory_slot *slot);
+void kvm_spp_init_memslot(struct kvm *kvm, struct kvm_memory_slot *slot);
 bool kvm_spp_gfn_protected(struct kvm *kvm, gfn_t gfn);
 int kvm_spp_check_emulated_write(struct kvm_vcpu *vcpu, unsigned long addr,
 				 unsigned int bytes, unsigned int insn_len);
@@ -75,8 +75,8 @@ static inline void kvm_spp_slot_dirty_logging(struct kvm *kvm,
 					      const struct kvm_memory_slot *slot) { }
 static inline int kvm_spp_check_extension(struct kvm *kvm) { return 0; }
 static inline void kvm_spp_destroy_vm(struct kvm *kvm) { }
-static inline void kvm_spp_remove_slot(struct kvm *kvm,
-				       struct kvm_memory_slot *slot) { }
+static inline void kvm_spp_init_memslot(struct kvm *kvm,
+					struct kvm_memory_slot *slot) { }
 
 static inline bool kvm_spp_gfn_protected(struct kvm *kvm, gfn_t gfn)
 {

@@ -173,10 +173,42 @@ static void sppt_partial_prune_test(struct kunit *test)
 	kvm_sppt_destroy(&t);
 }
 
+/*
+ * The SPPT maps gpa bits 47:12 only: a gfn with higher bits set must never
+ * reach the table, or it would rewrite (or prune) the leaf of the gfn it
+ * aliases.
+ */
+static void sppt_full_width_gfn_test(struct kunit *test)
+{
+	const gfn_t gfn = 0x12345, alias = gfn + (1ULL << 36);
+	struct kvm_sppt t = {};
+	LIST_HEAD(freed);
+	u64 root_pa;
+
+	KUNIT_ASSERT_EQ(test, kvm_sppt_init(&t), 0);
+	root_pa = __pa(t.root);
+	KUNIT_ASSERT_EQ(test, kvm_sppt_prepare(&t, gfn), 0);
+	KUNIT_EXPECT_TRUE(test, kvm_sppt_set(&t, gfn, 0x00ff00ff));
+
+	KUNIT_EXPECT_EQ(test, kvm_sppt_prepare(&t, alias), -EINVAL);
+	KUNIT_EXPECT_FALSE(test, kvm_sppt_set(&t, alias, 0));
+	KUNIT_EXPECT_FALSE(test, kvm_sppt_set(&t, alias, KVM_SUBPAGE_FULL_ACCESS));
+	kvm_sppt_prune(&t, alias, &freed);
+	KUNIT_EXPECT_TRUE(test, list_empty(&freed));
+	KUNIT_EXPECT_FALSE(test, kvm_sppt_set(&t, ~0ULL >> 12, 0));
+	expect_vector(test, sdm_walk(test, root_pa, gfn, NULL), 0x00ff00ff);
+
+	kvm_sppt_set(&t, gfn, KVM_SUBPAGE_FULL_ACCESS);
+	kvm_sppt_prune(&t, gfn, &freed);
+	kvm_sppt_free_list(&freed);
+	kvm_sppt_destroy(&t);
+}
+
 static struct kunit_case sppt_test_cases[] = {
 	KUNIT_CASE(sppt_vector_test),
 	KUNIT_CASE(sppt_build_walk_prune_test),
 	KUNIT_CASE(sppt_partial_prune_test),
+	KUNIT_CASE(sppt_full_width_gfn_test),
 	{}
 };
 

@@ -937,9 +937,14 @@ TEST(cap_and_enable)
 
 	TEST_ASSERT_EQ(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), 0);
 	TEST_ASSERT_ERRNO(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), EEXIST);
-	/* Enabled, but this VM has no memslot at all. */
-	TEST_ASSERT_ERRNO(__spp_get(vm, SPP_GFN, 1, 0, map), ENOENT);
-	TEST_ASSERT_ERRNO(__spp_set(vm, SPP_GFN, 1, 0, map), ENOENT);
+	/*
+	 * Enabled, and this VM has no memslot at all: permissions belong to
+	 * gfns, not to memslots.
+	 */
+	check_vectors_full(vm, SPP_GFN, 1);
+	map[0] = SPP_PROT(SP_BIT(9));
+	spp_set(vm, SPP_GFN, 1, map);
+	check_vectors(vm, SPP_GFN, 1, map);
 	kvm_vm_free(vm);
 
 	/* Too late once a vCPU exists. */
@@ -1067,12 +1072,16 @@ TEST_F_TIMEOUT(spp, bad_input, SPP_TIMEOUT)
 	/* E2BIG: more than 512 pages. */
 	expect_fails(vm, SPP_GFN, SPP_MAX_PAGES + 1, 0, buf, E2BIG, old);
 
-	/* ENOENT: (part of) the range is not covered by a memslot. */
-	expect_fails(vm, SPP_GFN + SPP_NPAGES - 1, 2, 0, buf, ENOENT, old);
-	expect_fails(vm, SPP_GFN + SPP_NPAGES - 4, 5, 0, buf, ENOENT, old);
-	expect_fails(vm, SPP_GFN - 1, 2, 0, buf, ENOENT, old);
-	expect_fails(vm, SPP_GFN + SPP_NPAGES, 1, 0, buf, ENOENT, old);
-	expect_fails(vm, SPP_GFN - 4, SPP_NPAGES + 8, 0, buf, ENOENT, old);
+	/*
+	 * Ranges that memslots cover partly or not at all are fine: GET reads
+	 * "unprotected" where nothing was set, and SET stores the vectors.
+	 */
+	check_vectors_full(vm, SPP_GFN + SPP_NPAGES, 4);
+	check_vectors_full(vm, SPP_GFN - 4, 4);
+	spp_set(vm, SPP_GFN + SPP_NPAGES - 1, 3, buf);
+	check_vectors(vm, SPP_GFN + SPP_NPAGES - 1, 3, buf);
+	spp_set(vm, SPP_GFN + SPP_NPAGES - 1, 1, old + SPP_NPAGES - 1);
+	check_vectors(vm, SPP_GFN, SPP_NPAGES, old);
 
 	/* EFAULT: bad access_map pointers. */
 	expect_fails(vm, SPP_GFN, 1, 0, bad, EFAULT, old);
@@ -1111,31 +1120,23 @@ TEST_F_TIMEOUT(spp, bad_input, SPP_TIMEOUT)
 	check_vectors(vm, SPP_GFN, SPP_NPAGES, old);
 }
 
+/*
+ * A VM that can have private memory cannot use SPP: KVM cannot emulate
+ * writes to private memory, and any gfn can turn private at run time.
+ */
 TEST(guest_memfd)
 {
-	uint32_t map[4] = { 0, SPP_PROT(SP_BIT(3)), FULL, 0x0000ffff };
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_X86_SPP };
+	uint32_t map[1] = { 0 };
 	struct kvm_vm *vm;
 
-	if (!kvm_has_cap(KVM_CAP_GUEST_MEMFD) ||
-	    !(kvm_check_cap(KVM_CAP_VM_TYPES) & BIT(KVM_X86_SW_PROTECTED_VM)))
-		SKIP(return, "KVM_X86_SW_PROTECTED_VM with guest_memfd not supported");
+	if (!(kvm_check_cap(KVM_CAP_VM_TYPES) & BIT(KVM_X86_SW_PROTECTED_VM)))
+		SKIP(return, "KVM_X86_SW_PROTECTED_VM not supported");
 
 	vm = vm_create_barebones_type(KVM_X86_SW_PROTECTED_VM);
-	vm_enable_cap(vm, KVM_CAP_X86_SPP, 0);
-	vm_mem_add(vm, VM_MEM_SRC_ANONYMOUS, SPP_GPA, SPP_SLOT, 4,
-		   KVM_MEM_GUEST_MEMFD, -1, 0);
-	vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS,
-				    SPP_GPA + 4 * PAGE_SIZE, SPP_SLOT + 1, 4, 0);
-
-	TEST_ASSERT_ERRNO(__spp_set(vm, SPP_GFN, 4, 0, map), EOPNOTSUPP);
-	TEST_ASSERT_ERRNO(__spp_get(vm, SPP_GFN, 4, 0, map), EOPNOTSUPP);
-	/* A range only partly in the guest_memfd slot. */
-	TEST_ASSERT_ERRNO(__spp_set(vm, SPP_GFN + 3, 2, 0, map), EOPNOTSUPP);
-	TEST_ASSERT_ERRNO(__spp_get(vm, SPP_GFN + 3, 2, 0, map), EOPNOTSUPP);
-	check_vectors_full(vm, SPP_GFN + 4, 4);
-
-	spp_set(vm, SPP_GFN + 4, 4, map);
-	check_vectors(vm, SPP_GFN + 4, 4, map);
+	TEST_ASSERT_ERRNO(__vm_ioctl(vm, KVM_ENABLE_CAP, &cap), EINVAL);
+	TEST_ASSERT_ERRNO(__spp_set(vm, SPP_GFN, 1, 0, map), ENXIO);
+	TEST_ASSERT_ERRNO(__spp_get(vm, SPP_GFN, 1, 0, map), ENXIO);
 	kvm_vm_free(vm);
 }
 
@@ -1515,13 +1516,18 @@ static long meminfo_kb(const char *field)
 
 #define COST_PAGES	(64 * SPP_MAX_PAGES)	/* 128 MiB of guest memory */
 
+#define BIG_SLOT	(SPP_SLOT + 1)
+#define BIG_GPA		0x4000000000ULL		/* 256 GiB */
+#define BIG_PAGES	(1ULL << 20)		/* 4 GiB, never touched */
+
 /*
  * Memory the permission store costs per protected page, measured from the
  * kernel's slab usage (the xarray nodes) before and after protecting
- * COST_PAGES contiguous pages.  The first protection of a VM also enables
- * KVM's write tracking, whose per-memslot counters are vmalloc'ed: that is
- * reported separately, as are the SPP table pages of the hardware path
- * (seen in MemFree only, which is noisier).
+ * COST_PAGES contiguous pages; the SPP table pages of the hardware path are
+ * seen in MemFree only, which is noisier.  And nothing per guest page:
+ * protecting one page of a 4 GiB memslot for the first time allocates no
+ * per-memslot array (KVM's write tracking would vmalloc 2 bytes per page,
+ * 2 MiB here).
  */
 TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 {
@@ -1531,11 +1537,13 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 
 	TEST_ASSERT(map, "malloc");
 	spp_vm_init(self, VM_MEM_SRC_ANONYMOUS, COST_PAGES, 0);
+	vm_userspace_mem_region_add(self->vm, VM_MEM_SRC_ANONYMOUS, BIG_GPA,
+				    BIG_SLOT, BIG_PAGES, 0);
 
 	vm0 = meminfo_kb("VmallocUsed");
-	spp_set1(self->vm, SPP_GFN, 0);
-	spp_set1(self->vm, SPP_GFN, FULL);
+	spp_set1(self->vm, (BIG_GPA >> PAGE_SHIFT) + 12345, 0);
 	vm1 = meminfo_kb("VmallocUsed");
+	spp_set1(self->vm, (BIG_GPA >> PAGE_SHIFT) + 12345, FULL);
 
 	slab1 = meminfo_kb("Slab");
 	free1 = meminfo_kb("MemFree");
@@ -1548,8 +1556,8 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 	free2 = meminfo_kb("MemFree");
 	per_page = (slab2 - slab1) * 1024 / COST_PAGES;
 
-	ksft_print_msg("write tracking: %ld KiB vmalloc'ed for the %u-page memslot and the test's own\n",
-		       vm1 - vm0, COST_PAGES);
+	ksft_print_msg("first protected page of a %llu-page memslot: %ld KiB vmalloc'ed\n",
+		       BIG_PAGES, vm1 - vm0);
 	ksft_print_msg("%u protected pages: slab +%ld KiB = %ld bytes/page; MemFree -%ld KiB (%s path)\n",
 		       COST_PAGES, slab2 - slab1, per_page, free1 - free2,
 		       spp_hw() ? "hardware: + SPP table pages" : "software");
@@ -1557,9 +1565,9 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 	/* Dense protection: about 9 bytes of xarray node per page. */
 	TEST_ASSERT(per_page > 0 && per_page <= 16, "%ld bytes per protected page",
 		    per_page);
-	/* The write-tracking counters: 2 bytes per guest page. */
-	TEST_ASSERT(vm1 - vm0 >= (long)COST_PAGES * 2 / 1024,
-		    "write tracking allocated %ld KiB", vm1 - vm0);
+	/* Nothing per guest page (2 bytes per page would be 2048 KiB). */
+	TEST_ASSERT(vm1 - vm0 < 256, "protecting one page vmalloc'ed %ld KiB",
+		    vm1 - vm0);
 	free(map);
 }
 
@@ -1671,12 +1679,17 @@ TEST_F_TIMEOUT(spp, failed_move_keeps_permissions, SPP_TIMEOUT)
 	TEST_ASSERT_EQ(run_steps(self), 1);
 }
 
+/*
+ * Permissions belong to gfns, not to memslots (like memory attributes): a
+ * VMM such as QEMU deletes and re-creates memslots at run time, and the
+ * protection must not vanish with them.
+ */
 TEST_F_TIMEOUT(spp, memslot_delete_move, SPP_TIMEOUT)
 {
 	const uint32_t vecs[4] = {
 		SPP_PROT(SP_BIT(0)), 0, 0x0000ffff, SPP_PROT(SP_BIT(31)),
 	};
-	uint32_t map[1];
+	const uint32_t later[2] = { SPP_PROT(SP_BIT(7)), FULL };
 	struct kvm_vm *vm;
 
 	spp_vm_init(self, VM_MEM_SRC_ANONYMOUS, SPP_NPAGES, 0);
@@ -1686,26 +1699,72 @@ TEST_F_TIMEOUT(spp, memslot_delete_move, SPP_TIMEOUT)
 	deny(OP_ST8, SP(1, 5) + 8, GPA(SP(1, 5) + 8));
 	TEST_ASSERT_EQ(run_steps(self), 2);
 
+	/* Deleted: the vectors stay, and SET works on the hole. */
 	vm_mem_region_delete(vm, SPP_SLOT);
-	TEST_ASSERT_ERRNO(__spp_get(vm, SPP_GFN, 1, 0, map), ENOENT);
-	TEST_ASSERT_ERRNO(__spp_set(vm, SPP_GFN, 1, 0, vecs), ENOENT);
+	check_vectors(vm, SPP_GFN, ARRAY_SIZE(vecs), vecs);
+	spp_set(vm, SPP_GFN + 4, ARRAY_SIZE(later), later);
+	check_vectors(vm, SPP_GFN + 4, ARRAY_SIZE(later), later);
 
-	/* Re-added: the permissions are gone, and so is the enforcement. */
+	/* Re-created: both the old and the new vectors apply at once. */
 	vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, SPP_GPA, SPP_SLOT,
 				    SPP_NPAGES, 0);
 	self->hva = addr_gpa2hva(vm, SPP_GPA);
 	fill_pattern(self);
-	check_vectors_full(vm, SPP_GFN, SPP_NPAGES);
-	allow(OP_ST8, SP(0, 0) + 8);
-	allow(OP_ST8, SP(1, 5) + 8);
-	TEST_ASSERT_EQ(run_steps(self), 0);
-	TEST_ASSERT_EQ(vcpu_stat(self->vcpu, "spp_exits"), 2);
+	check_vectors(vm, SPP_GFN, ARRAY_SIZE(vecs), vecs);
+	allow(OP_ST8, SP(0, 1) + 8);
+	deny(OP_ST8, SP(0, 0) + 8, GPA(SP(0, 0) + 8));
+	deny(OP_ST8, SP(1, 5) + 8, GPA(SP(1, 5) + 8));
+	allow(OP_ST8, SP(2, 3) + 8);
+	deny(OP_ST8, SP(2, 30) + 8, GPA(SP(2, 30) + 8));
+	allow(OP_ST8, SP(4, 6) + 8);
+	deny(OP_ST8, SP(4, 7) + 8, GPA(SP(4, 7) + 8));
+	allow(OP_ST8, SP(5, 7) + 8);
+	TEST_ASSERT_EQ(run_steps(self), 4);
+	TEST_ASSERT_EQ(vcpu_stat(self->vcpu, "spp_exits"), 6);
 
-	/* Moving the memslot drops them too. */
-	spp_set(vm, SPP_GFN, ARRAY_SIZE(vecs), vecs);
+	/* Moved: the vectors stay with the gfns, not with the memory. */
 	vm_mem_region_move(vm, SPP_SLOT, SPP_GPA_MOVED);
+	check_vectors(vm, SPP_GFN, ARRAY_SIZE(vecs), vecs);
 	check_vectors_full(vm, SPP_GPA_MOVED >> PAGE_SHIFT, SPP_NPAGES);
-	TEST_ASSERT_ERRNO(__spp_get(vm, SPP_GFN, 1, 0, map), ENOENT);
+	/* And back: enforced again. */
+	vm_mem_region_move(vm, SPP_SLOT, SPP_GPA);
+	allow(OP_ST8, SP(3, 30) + 16);
+	deny(OP_ST8, SP(3, 31) + 16, GPA(SP(3, 31) + 16));
+	deny(OP_ST8, SP(1, 0) + 16, GPA(SP(1, 0) + 16));
+	TEST_ASSERT_EQ(run_steps(self), 2);
+}
+
+/*
+ * Permissions set while no memslot maps the gfn forbid huge pages in the
+ * memslot created later: a 2 MiB mapping of the region must not make the
+ * protected 4 KiB page writable.
+ */
+TEST_F_TIMEOUT(spp, memslot_recreate_huge, SPP_TIMEOUT)
+{
+	const int npages = PG_SIZE_2M / PAGE_SIZE, prot = 300;
+	struct kvm_vm *vm;
+	int p;
+
+	if (!thp_configured() || get_trans_hugepagesz() != PG_SIZE_2M)
+		SKIP(return, "2 MiB transparent huge pages not available");
+
+	spp_vm_init(self, VM_MEM_SRC_ANONYMOUS_THP, npages, 0);
+	vm = self->vm;
+	vm_mem_region_delete(vm, SPP_SLOT);
+	spp_set1(vm, SPP_GFN + prot, SPP_PROT(SP_BIT(3)));
+	vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS_THP, SPP_GPA,
+				    SPP_SLOT, npages, 0);
+	self->hva = addr_gpa2hva(vm, SPP_GPA);
+	fill_pattern(self);
+
+	/* Fault the region in from its first page, then the rest. */
+	for (p = 0; p < npages; p += 4)
+		if (p != prot)
+			allow(OP_ST8, SP(p, 3) + 16);
+	deny(OP_ST8, SP(prot, 3) + 16, GPA(SP(prot, 3) + 16));
+	allow(OP_ST8, SP(prot, 4) + 16);
+	TEST_ASSERT_EQ(run_steps(self), 1);
+	log_vm_stat(vm, "pages_2m", "after the writes");
 }
 
 TEST_F_TIMEOUT(spp, dirty_log, SPP_TIMEOUT)
@@ -1739,6 +1798,47 @@ TEST_F_TIMEOUT(spp, dirty_log, SPP_TIMEOUT)
 	bmap[0] = 0;
 	kvm_vm_get_dirty_log(self->vm, SPP_SLOT, bmap);
 	TEST_ASSERT_EQ(bmap[0], BIT(1));
+}
+
+/*
+ * Dirty logging switched on while a leaf is armed, then off again: while
+ * logging, every permitted write is logged; afterwards, the hardware path
+ * re-arms the leaf at the first write, and the CPU checks the rest.
+ */
+TEST_F_TIMEOUT(spp, dirty_log_toggle, SPP_TIMEOUT)
+{
+	const int n = 16;
+	unsigned long bmap[1];
+	struct kvm_vm *vm;
+	uint64_t emul;
+	int i;
+
+	spp_vm_init(self, VM_MEM_SRC_ANONYMOUS, SPP_NPAGES, 0);
+	vm = self->vm;
+	spp_set1(vm, SPP_GFN + 2, SPP_PROT(SP_BIT(0)));
+	allow(OP_ST8, SP(2, 1) + 8);	/* maps (and arms) the leaf */
+	allow(OP_ST8, SP(2, 2) + 8);
+	TEST_ASSERT_EQ(run_steps(self), 0);
+
+	vm_mem_region_set_flags(vm, SPP_SLOT, KVM_MEM_LOG_DIRTY_PAGES);
+	kvm_vm_get_dirty_log(vm, SPP_SLOT, bmap);
+	allow(OP_ST8, SP(2, 3) + 8);
+	deny(OP_ST8, SP(2, 0) + 8, GPA(SP(2, 0) + 8));
+	TEST_ASSERT_EQ(run_steps(self), 1);
+	bmap[0] = 0;
+	kvm_vm_get_dirty_log(vm, SPP_SLOT, bmap);
+	TEST_ASSERT(bmap[0] & BIT(2), "permitted write not logged: 0x%lx", bmap[0]);
+
+	vm_mem_region_set_flags(vm, SPP_SLOT, 0);
+	emul = vcpu_stat(self->vcpu, "spp_emulated_writes");
+	for (i = 0; i < n; i++)
+		allow(OP_ST8, SP(2, 1 + i) + 24);
+	deny(OP_ST8, SP(2, 0) + 24, GPA(SP(2, 0) + 24));
+	TEST_ASSERT_EQ(run_steps(self), 1);
+	emul = vcpu_stat(self->vcpu, "spp_emulated_writes") - emul;
+	ksft_print_msg("%d permitted writes after logging stopped: %lu emulated (%s path)\n",
+		       n, emul, spp_hw() ? "hardware" : "software");
+	TEST_ASSERT_EQ(emul, spp_hw() ? 0 : n);
 }
 
 int main(int argc, char *argv[])
