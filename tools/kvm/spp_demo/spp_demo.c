@@ -185,7 +185,7 @@ int main(void)
 	printf("KVM_CAP_X86_SPP = 0x%x: %s, up to %d pages per call\n", spp,
 	       spp & KVM_SPP_CAP_HW_ACCELERATED ?
 	       "hardware-accelerated (VMX SPP)" :
-	       "emulated (write-tracking + instruction emulation)",
+	       "emulated (read-only mapping + instruction emulation)",
 	       spp & KVM_SPP_CAP_MAX_PAGES_MASK);
 
 	/*
@@ -200,9 +200,9 @@ int main(void)
 		  "KVM_SET_TSS_ADDR");
 
 	/*
-	 * 3. Guest memory: one slot.  Permissions can only be set on gfns
-	 *    covered by a memslot (ENOENT otherwise); deleting or moving the
-	 *    slot later discards them.
+	 * 3. Guest memory: one slot.  Permissions belong to gfns, not to
+	 *    memslots: they could be set before the slot exists, and they
+	 *    survive deleting, moving or re-creating it.
 	 */
 	mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
