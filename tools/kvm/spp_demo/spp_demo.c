@@ -277,9 +277,10 @@ int main(void)
 
 		/*
 		 * KVM_EXIT_SPP: nothing of the write reached memory and RIP
-		 * still points at the faulting instruction.  Either change
-		 * the permissions and re-enter KVM_RUN to retry it, or (as
-		 * here) skip it: rip += insn_len.
+		 * still points at the faulting instruction.  run->spp.action
+		 * tells the next KVM_RUN what to do: RETRY (after changing
+		 * the permissions), ALLOW this one write, or (as here) SKIP
+		 * it: KVM completes the instruction with the write dropped.
 		 */
 		kvm_ioctl(vcpu, KVM_GET_REGS, &regs, "KVM_GET_REGS");
 		off = run->spp.gpa - DATA_GPA;
@@ -294,8 +295,7 @@ int main(void)
 			return 1;
 		}
 		denied[i] = true;
-		regs.rip += run->spp.insn_len;
-		kvm_ioctl(vcpu, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+		run->spp.action = KVM_SPP_ACTION_SKIP;
 	}
 
 	/*

@@ -31,10 +31,11 @@
  * it by the same permission store.  A leaf is armed only when SPP is the
  * sole reason it is read-only: not while the gfn holds a guest page table
  * KVM shadows or is write-tracked by another user, whose writes must trap.
- * The SPPT is built here: four levels indexed by gfn (bits 47:12 of the gpa
- * only: gfns above are never written to it, see spp_sppt_maps()) like EPT, non-leaf entries holding the next table's
- * physical address with bit 0 (valid) set, leaf entries holding the 64-bit
- * vector in which sub-page i is writable if bit 2i is set.
+ * The SPPT is built here: four levels indexed by gfn like EPT (gpa bits
+ * 47:12 only: higher gfns never reach it, see spp_sppt_maps()), non-leaf
+ * entries holding the next table's physical address with bit 0 (valid)
+ * set, leaf entries holding the 64-bit vector in which sub-page i is
+ * writable if bit 2i is set.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -42,12 +43,11 @@
 #include <linux/slab.h>
 #include <linux/xarray.h>
 
-#include <asm/vmx.h>
-
 #include "mmu.h"
 #include "mmu_internal.h"
 #include "page_track.h"
 #include "spp.h"
+#include "spte.h"
 #include "x86.h"
 
 #define CREATE_TRACE_POINTS
@@ -417,7 +417,7 @@ static bool spp_cpu_enforces(struct kvm *kvm,
  * write-tracks it; every write to such a gfn must fault.  Caller holds
  * mmu_lock.
  *
- * Return: the EPT SPP bit, or 0.
+ * Return: shadow_spp_mask (set by the vendor module), or 0.
  */
 u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
 		      gfn_t gfn, int level)
@@ -427,7 +427,7 @@ u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
 	    kvm_gfn_is_write_tracked(kvm, slot, gfn) ||
 	    kvm_mmu_gfn_is_shadowed(kvm, gfn))
 		return 0;
-	return VMX_EPT_SPP_BIT;
+	return shadow_spp_mask;
 }
 
 /**
@@ -567,39 +567,70 @@ static int spp_check_args(struct kvm *kvm, const struct kvm_subpage_access *sa)
 /*
  * A gfn became protected (@protect) or unprotected: count it in (or out of)
  * the lpage_info of the memslots that map it, in every address space, so
- * that no huge page maps it; a newly protected gfn is also write-protected
- * there, i.e. its writable SPTEs (of any level) become read-only and its
- * armed ones are disarmed.  Caller holds mmu_lock for write and slots_lock.
- *
- * Return: true if TLBs must be flushed.
+ * that no huge page maps it.  @slots caches the memslot last used in each
+ * address space.  Caller holds mmu_lock for write and slots_lock.
  */
-static bool spp_update_gfn(struct kvm *kvm, gfn_t gfn, bool protect)
+static void spp_update_lpage(struct kvm *kvm, struct kvm_memory_slot **slots,
+			     gfn_t gfn, bool protect)
 {
 	struct kvm_memory_slot *slot;
-	bool flush = false;
 	int i;
 
 	for (i = 0; i < kvm_arch_nr_memslot_as_ids(kvm); i++) {
-		slot = __gfn_to_memslot(__kvm_memslots(kvm, i), gfn);
+		slot = slots[i];
+		if (!slot || gfn < slot->base_gfn ||
+		    gfn >= slot->base_gfn + slot->npages)
+			slot = __gfn_to_memslot(__kvm_memslots(kvm, i), gfn);
 		if (!slot)
 			continue;
-		if (!protect) {
+		slots[i] = slot;
+		if (protect)
+			kvm_mmu_gfn_disallow_lpage(slot, gfn);
+		else
 			kvm_mmu_gfn_allow_lpage(slot, gfn);
-			continue;
-		}
-		kvm_mmu_gfn_disallow_lpage(slot, gfn);
-		flush |= kvm_mmu_slot_gfn_write_protect(kvm, slot, gfn,
-							PG_LEVEL_4K);
 	}
-	return flush;
+}
+
+/*
+ * Reserve the store entries of the gfns @sa newly protects, so that the
+ * update under mmu_lock cannot fail.  Return: 0 or -ENOMEM.
+ */
+static int spp_reserve(struct xarray *xa, const struct kvm_subpage_access *sa,
+		       const u32 *vec)
+{
+	XA_STATE(xas, xa, sa->base_gfn);
+	u32 i = 0;
+
+	do {
+		xas_lock(&xas);
+		for (; i < sa->npages; i++) {
+			if (vec[i] == KVM_SUBPAGE_FULL_ACCESS)
+				continue;
+			xas_set(&xas, sa->base_gfn + i);
+			if (xas_load(&xas))
+				continue;
+			xas_store(&xas, XA_ZERO_ENTRY);
+			if (xas_error(&xas))
+				break;
+		}
+		xas_unlock(&xas);
+	} while (xas_nomem(&xas, GFP_KERNEL_ACCOUNT));
+
+	if (!xas_error(&xas))
+		return 0;
+	for (i = 0; i < sa->npages; i++)
+		xa_release(xa, sa->base_gfn + i);
+	return xas_error(&xas);
 }
 
 static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 			  const u32 *vec)
 {
 	struct xarray *xa = &kvm->arch.spp_access;
+	struct kvm_memory_slot *slots[KVM_MAX_NR_ADDRESS_SPACES] = {};
 	struct kvm_sppt *sppt = &kvm->arch.sppt;
-	bool protect = false, flush = false, hw = spp_hw(kvm);
+	bool protect = false, newly = false, hw = spp_hw(kvm);
+	XA_STATE(xas, xa, sa->base_gfn);
 	LIST_HEAD(freed);
 	unsigned long i;
 	gfn_t gfn;
@@ -611,18 +642,9 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 	for (i = 0; i < sa->npages; i++)
 		protect |= vec[i] != KVM_SUBPAGE_FULL_ACCESS;
 
-	/* Reserve the new entries so that the update below cannot fail. */
-	for (i = 0; i < sa->npages; i++) {
-		gfn = sa->base_gfn + i;
-		if (vec[i] == KVM_SUBPAGE_FULL_ACCESS || xa_load(xa, gfn))
-			continue;
-		r = xa_reserve(xa, gfn, GFP_KERNEL_ACCOUNT);
-		if (r) {
-			while (i--)
-				xa_release(xa, sa->base_gfn + i);
-			return r;
-		}
-	}
+	r = spp_reserve(xa, sa, vec);
+	if (r)
+		return r;
 
 	/*
 	 * Hardware path: the SPPT gets the new vectors of protected gfns before
@@ -638,30 +660,32 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 	}
 
 	write_lock(&kvm->mmu_lock);
+	xas_lock(&xas);
 	for (i = 0; i < sa->npages; i++) {
 		gfn = sa->base_gfn + i;
-		old = xa_load(xa, gfn);
+		xas_set(&xas, gfn);
+		old = xas_load(&xas);
+		if (!xa_is_value(old))
+			old = NULL;	/* nothing, or reserved above */
 		trace_kvm_spp_set_access(gfn,
 					 old ? xa_to_value(old) : KVM_SUBPAGE_FULL_ACCESS,
 					 vec[i]);
 		if (vec[i] == KVM_SUBPAGE_FULL_ACCESS) {
 			if (!old)
 				continue;
-			xa_erase(xa, gfn);
-			spp_update_gfn(kvm, gfn, false);
+			xas_store(&xas, NULL);
+			spp_update_lpage(kvm, slots, gfn, false);
 			continue;
 		}
-		old = xa_store(xa, gfn, xa_mk_value(vec[i]), GFP_NOWAIT);
-		WARN_ON_ONCE(xa_is_err(old));
-		if (!old)
-			flush |= spp_update_gfn(kvm, gfn, true);
+		/* Reserved: this cannot allocate, nor fail. */
+		xas_store(&xas, xa_mk_value(vec[i]));
+		WARN_ON_ONCE(xas_error(&xas));
+		if (!old) {
+			spp_update_lpage(kvm, slots, gfn, true);
+			newly = true;
+		}
 	}
-	/*
-	 * One flush for the whole range.  On the hardware path, the range is
-	 * zapped and flushed below anyway, once the SPPT holds the new vectors.
-	 */
-	if (flush && !hw)
-		kvm_flush_remote_tlbs(kvm);
+	xas_unlock(&xas);
 	write_unlock(&kvm->mmu_lock);
 
 	if (hw) {
@@ -673,16 +697,21 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 		}
 		kvm->arch.spp_sppt_seq++;
 		mutex_unlock(&kvm->arch.spp_lock);
-		/*
-		 * Refault the range: protected 4 KiB leaves come back armed with
-		 * the SPP bit, unprotected ones writable.  The pruned tables go
-		 * once no TLB can cache their entries.
-		 */
+	}
+
+	/*
+	 * One zap and one TLB flush for the whole range: newly protected gfns
+	 * fault back in read-only (and never by a huge page); on the hardware
+	 * path, every leaf of the range comes back armed or not by its new
+	 * vector.  A fault that raced with the update above either saw the new
+	 * vectors or is retried (the zap bumps the MMU invalidation sequence).
+	 * The pruned SPPT tables go once no TLB can cache their entries.
+	 */
+	if (hw || newly)
 		kvm_zap_gfn_range(kvm, sa->base_gfn, sa->base_gfn + sa->npages);
-		if (!list_empty(&freed)) {
-			kvm_flush_remote_tlbs(kvm);
-			kvm_sppt_free_list(&freed);
-		}
+	if (!list_empty(&freed)) {
+		kvm_flush_remote_tlbs(kvm);
+		kvm_sppt_free_list(&freed);
 	}
 
 	/*
@@ -782,14 +811,63 @@ bool kvm_spp_gfn_protected(struct kvm *kvm, gfn_t gfn)
 	       spp_get_vector(kvm, gfn) != KVM_SUBPAGE_FULL_ACCESS;
 }
 
+/*
+ * The next KVM_RUN after a KVM_EXIT_SPP does what userspace put in
+ * run->spp.action:
+ *
+ * - KVM_SPP_ACTION_RETRY: re-enter at RIP (the VMM changed the permissions,
+ *   moved RIP, or wants the exit again);
+ * - KVM_SPP_ACTION_SKIP: emulate the instruction again with the denied write
+ *   dropped, so that it completes as if the write had been made to ROM
+ *   (RIP, registers, interrupt shadow and single-step as for any emulated
+ *   instruction);
+ * - KVM_SPP_ACTION_ALLOW: emulate the instruction again and let the denied
+ *   write through this once; the permissions do not change.
+ *
+ * SKIP and ALLOW apply to the write of the same gpa and size that was
+ * denied, by the instruction at RIP when KVM_RUN is called; they need an
+ * exit with insn_len != 0 (KVM emulated the instruction).  Anything else
+ * fails KVM_RUN with -EINVAL and changes nothing.
+ */
 static int complete_spp_exit(struct kvm_vcpu *vcpu)
 {
-	/* Re-enter at RIP: the VMM skipped the instruction or lets it retry. */
-	return 1;
+	u8 action = vcpu->run->spp.action;
+	int r;
+
+	if (action == KVM_SPP_ACTION_RETRY)
+		return 1;
+	if ((action != KVM_SPP_ACTION_SKIP && action != KVM_SPP_ACTION_ALLOW) ||
+	    !vcpu->arch.spp_denied_bytes) {
+		vcpu->arch.complete_userspace_io = complete_spp_exit;
+		return -EINVAL;
+	}
+	trace_kvm_spp_resume(vcpu->vcpu_id, vcpu->arch.spp_denied_gpa, action);
+	vcpu->arch.spp_resume = action;
+	r = kvm_emulate_instruction(vcpu, EMULTYPE_SPP);
+	vcpu->arch.spp_resume = KVM_SPP_ACTION_RETRY;
+	return r;
 }
 
+/*
+ * What to do with a denied write of @bytes at @gpa: exit, or the action
+ * userspace chose for it (see complete_spp_exit()).
+ */
+static u8 spp_resume_action(struct kvm_vcpu *vcpu, gpa_t gpa,
+			    unsigned int bytes)
+{
+	if (gpa != vcpu->arch.spp_denied_gpa ||
+	    bytes != vcpu->arch.spp_denied_bytes)
+		return KVM_SPP_ACTION_RETRY;
+	return vcpu->arch.spp_resume;
+}
+
+/*
+ * Exit to userspace for a denied write of @bytes at @gpa; @bytes is 0 when
+ * the access was not emulated (then only a retry can answer the exit).
+ */
 static void spp_prepare_exit(struct kvm_vcpu *vcpu, gpa_t gpa,
-			     unsigned int insn_len, u32 flags)
+			     unsigned int bytes, unsigned int insn_len,
+			     u32 flags)
 {
 	struct kvm_run *run = vcpu->run;
 
@@ -797,7 +875,10 @@ static void spp_prepare_exit(struct kvm_vcpu *vcpu, gpa_t gpa,
 	run->spp.gpa = gpa;
 	run->spp.flags = flags;
 	run->spp.insn_len = insn_len;
+	run->spp.action = KVM_SPP_ACTION_RETRY;
 	memset(run->spp.pad, 0, sizeof(run->spp.pad));
+	vcpu->arch.spp_denied_gpa = gpa;
+	vcpu->arch.spp_denied_bytes = insn_len ? bytes : 0;
 	vcpu->arch.complete_userspace_io = complete_spp_exit;
 	++vcpu->stat.spp_exits;
 	trace_kvm_spp_exit(vcpu->vcpu_id, gpa, insn_len, flags);
@@ -888,7 +969,7 @@ int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
 	vcpu->arch.last_retry_addr = 0;
 
 	if (kvm_event_needs_reinjection(vcpu)) {
-		spp_prepare_exit(vcpu, gpa, 0, spp_exit_flags(kvm) |
+		spp_prepare_exit(vcpu, gpa, 0, 0, spp_exit_flags(kvm) |
 				 KVM_SPP_EXIT_EVENT_DELIVERY);
 		return 0;
 	}
@@ -916,7 +997,7 @@ int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
  */
 int kvm_spp_emulation_failure(struct kvm_vcpu *vcpu)
 {
-	spp_prepare_exit(vcpu, vcpu->arch.spp_fault_gpa, 0,
+	spp_prepare_exit(vcpu, vcpu->arch.spp_fault_gpa, 0, 0,
 			 spp_exit_flags(vcpu->kvm) | KVM_SPP_EXIT_NOT_EMULATED);
 	return 0;
 }
@@ -932,18 +1013,28 @@ int kvm_spp_emulation_failure(struct kvm_vcpu *vcpu)
  * actually writes: the linear-address check of kvm_spp_check_emulated_write()
  * could race with the guest changing its page tables.
  *
- * Return: X86EMUL_CONTINUE, or X86EMUL_IO_NEEDED after preparing a
- * KVM_EXIT_SPP exit.
+ * A denied write that userspace answered with KVM_SPP_ACTION_ALLOW or
+ * KVM_SPP_ACTION_SKIP is let through or dropped, once.
+ *
+ * Return: X86EMUL_CONTINUE, X86EMUL_SPP_DROPPED for a write to drop, or
+ * X86EMUL_IO_NEEDED after preparing a KVM_EXIT_SPP exit.
  */
 int kvm_spp_check_gpa_write(struct kvm_vcpu *vcpu, gpa_t gpa,
 			    unsigned int bytes, unsigned int insn_len)
 {
 	u32 vector = spp_get_vector(vcpu->kvm, gpa_to_gfn(gpa));
+	u8 action;
 
 	if (vector == KVM_SUBPAGE_FULL_ACCESS ||
 	    spp_range_writable(vector, offset_in_page(gpa), bytes))
 		return X86EMUL_CONTINUE;
-	spp_prepare_exit(vcpu, gpa, insn_len, spp_exit_flags(vcpu->kvm));
+	action = spp_resume_action(vcpu, gpa, bytes);
+	if (action != KVM_SPP_ACTION_RETRY) {
+		vcpu->arch.spp_resume = KVM_SPP_ACTION_RETRY;
+		return action == KVM_SPP_ACTION_ALLOW ? X86EMUL_CONTINUE :
+							X86EMUL_SPP_DROPPED;
+	}
+	spp_prepare_exit(vcpu, gpa, bytes, insn_len, spp_exit_flags(vcpu->kvm));
 	return X86EMUL_IO_NEEDED;
 }
 
@@ -978,8 +1069,10 @@ int kvm_spp_check_emulated_write(struct kvm_vcpu *vcpu, unsigned long addr,
 		vector = spp_get_vector(vcpu->kvm, gpa_to_gfn(gpa));
 		if (vector != KVM_SUBPAGE_FULL_ACCESS) {
 			protected = true;
-			if (!spp_range_writable(vector, offset_in_page(gpa), now)) {
-				spp_prepare_exit(vcpu, gpa, insn_len,
+			/* A write userspace answered is decided at its gpa. */
+			if (!spp_range_writable(vector, offset_in_page(gpa), now) &&
+			    spp_resume_action(vcpu, gpa, now) == KVM_SPP_ACTION_RETRY) {
+				spp_prepare_exit(vcpu, gpa, now, insn_len,
 						 spp_exit_flags(vcpu->kvm));
 				return X86EMUL_IO_NEEDED;
 			}

@@ -50,6 +50,27 @@ TRACE_EVENT(kvm_spp_exit,
 		  __entry->flags)
 );
 
+TRACE_EVENT(kvm_spp_resume,
+	TP_PROTO(unsigned int vcpu_id, u64 gpa, u8 action),
+	TP_ARGS(vcpu_id, gpa, action),
+
+	TP_STRUCT__entry(
+		__field(unsigned int, vcpu_id)
+		__field(u64, gpa)
+		__field(u8, action)
+	),
+
+	TP_fast_assign(
+		__entry->vcpu_id = vcpu_id;
+		__entry->gpa = gpa;
+		__entry->action = action;
+	),
+
+	TP_printk("vcpu %u %s the denied write at gpa 0x%llx",
+		  __entry->vcpu_id, __entry->action == 1 ? "skips" : "allows",
+		  __entry->gpa)
+);
+
 #endif /* _TRACE_KVM_SPP_H */
 
 #undef TRACE_INCLUDE_PATH

@@ -13,6 +13,7 @@
 #include <asm/vmx.h>
 
 #include "capabilities.h"
+#include "mmu.h"
 #include "mmu/spp.h"
 #include "spp.h"
 #include "vmx.h"
@@ -33,6 +34,7 @@ void vmx_spp_hardware_setup(void)
 {
 	if (!enable_ept || !cpu_has_vmx_spp())
 		enable_spp = false;
+	kvm_mmu_set_spp_mask(enable_spp ? VMX_EPT_SPP_BIT : 0);
 	kvm_spp_set_hw(enable_spp);
 	if (enable_spp)
 		pr_info("EPT-based sub-page write protection enabled\n");
@@ -44,6 +46,7 @@ void vmx_spp_hardware_setup(void)
 void vmx_spp_hardware_unsetup(void)
 {
 	kvm_spp_set_hw(false);
+	kvm_mmu_set_spp_mask(0);
 }
 
 /**

@@ -665,6 +665,352 @@ TEST(vmx_instruction_writes)
 }
 
 /*
+ * nested_ept_tables
+ *
+ * L1's EPT tables for L2 (EPT12) live in L1 memory, and KVM shadows them:
+ * it relies on seeing every write L1 makes to them.  An introspection agent
+ * protects one sub-page of the EPT12 leaf table; L1 then changes an entry
+ * in a writable sub-page of it, after the host's SET made KVM map the table
+ * back in (a zap, then L1's read fault).  The leaf must not be armed with
+ * the SPP bit (the CPU would let the write through without KVM seeing it),
+ * so after INVEPT L2 sees the new translation, not the one L1 replaced.
+ */
+#define NT_L2_PAGE		12	/* L2 GPA, mapped by EPT12 to ... */
+#define NT_A_PAGE		8	/* ... this L1 page first, then to */
+#define NT_B_PAGE		9	/* this one */
+#define NT_A_VAL		0xaaaa5555aaaa5555ULL
+#define NT_B_VAL		0xbbbb6666bbbb6666ULL
+#define NT_TABLE_GVA		0xe0000000UL
+#define NT_PROT_SUBPAGE		31
+#define EPT_ADDR_MASK		0x000ffffffffff000ULL
+
+static uint64_t *nt_entry;
+static uint64_t nt_b_gpa;
+
+static void nt_l2(void)
+{
+	GUEST_SYNC(READ_ONCE(*(uint64_t *)PG(NT_L2_PAGE)));
+	vmcall();
+	GUEST_SYNC(READ_ONCE(*(uint64_t *)PG(NT_L2_PAGE)));
+	vmcall();
+}
+
+static void nt_l1(struct vmx_pages *vmx_pages)
+{
+	struct { uint64_t eptp, gpa; } desc = { 0, 0 };
+	unsigned long l2_stack[64];
+	uint64_t e;
+
+	GUEST_ASSERT(prepare_for_vmx_operation(vmx_pages));
+	GUEST_ASSERT(load_vmcs(vmx_pages));
+	prepare_vmcs(vmx_pages, nt_l2, &l2_stack[64]);
+	GUEST_ASSERT(!vmlaunch());
+	GUEST_ASSERT_EQ(vmreadz(VM_EXIT_REASON), EXIT_REASON_VMCALL);
+
+	GUEST_SYNC(0);		/* the host sets the table's vector again */
+	e = READ_ONCE(*nt_entry);
+	WRITE_ONCE(*nt_entry, (e & ~EPT_ADDR_MASK) | nt_b_gpa);
+	desc.eptp = vmreadz(EPT_POINTER);
+	asm volatile("invept %0, %1" : : "m"(desc), "r"(2UL) : "cc", "memory");
+
+	vmwrite(GUEST_RIP, vmreadz(GUEST_RIP) + vmreadz(VM_EXIT_INSTRUCTION_LEN));
+	GUEST_ASSERT(!vmresume());
+	GUEST_ASSERT_EQ(vmreadz(VM_EXIT_REASON), EXIT_REASON_VMCALL);
+	GUEST_DONE();
+}
+
+/* The L1 gpa of the EPT12 leaf table that maps @l2_gpa. */
+static uint64_t ept12_leaf_table(struct kvm_vm *vm, struct vmx_pages *vmx,
+				 uint64_t l2_gpa)
+{
+	uint64_t *table = vmx->eptp_hva, gpa = vmx->eptp_gpa, e;
+	int level;
+
+	for (level = 4; level > 1; level--) {
+		e = table[(l2_gpa >> (12 + 9 * (level - 1))) & 511];
+		TEST_ASSERT(e & 7, "EPT12 level %d entry not present", level);
+		gpa = e & EPT_ADDR_MASK;
+		table = addr_gpa2hva(vm, gpa);
+	}
+	return gpa;
+}
+
+TEST(nested_ept_tables)
+{
+	uint64_t table_gpa, index, val, emul;
+	vm_vaddr_t vmx_pages_gva;
+	struct vmx_pages *vmx;
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+	struct ucall uc;
+
+	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
+
+	vm = guard_vm(1, &vcpu, nt_l1);
+	vmx = vcpu_alloc_vmx(vm, &vmx_pages_gva);
+	vcpu_args_set(vcpu, 1, vmx_pages_gva);
+	prepare_eptp(vmx, vm, 0);
+	nested_map_memslot(vmx, vm, 0);
+	nested_map(vmx, vm, PG(NT_L2_PAGE), PG(NT_A_PAGE), PAGE_SIZE);
+
+	table_gpa = ept12_leaf_table(vm, vmx, PG(NT_L2_PAGE));
+	index = (PG(NT_L2_PAGE) >> 12) & 511;
+	TEST_ASSERT(index * 8 / SUBPAGE != NT_PROT_SUBPAGE,
+		    "the entry must be in a writable sub-page");
+	virt_map(vm, NT_TABLE_GVA, table_gpa, 1);
+	nt_entry = (uint64_t *)(NT_TABLE_GVA + index * 8);
+	nt_b_gpa = PG(NT_B_PAGE);
+	sync_global_to_guest(vm, nt_entry);
+	sync_global_to_guest(vm, nt_b_gpa);
+	*(uint64_t *)addr_gpa2hva(vm, PG(NT_A_PAGE)) = NT_A_VAL;
+	*(uint64_t *)addr_gpa2hva(vm, PG(NT_B_PAGE)) = NT_B_VAL;
+
+	spp_set1(vm, table_gpa >> PAGE_SHIFT, PROT(NT_PROT_SUBPAGE));
+	vcpu_run(vcpu);
+	val = expect_sync(vcpu, "L2's first read");
+	TEST_ASSERT(val == NT_A_VAL, "L2 read 0x%lx, expected 0x%llx", val,
+		    NT_A_VAL);
+
+	vcpu_run(vcpu);
+	expect_sync(vcpu, "L1 after the first VMCALL");
+	/* Same vector: on the hardware path, the table is zapped and refaults. */
+	spp_set1(vm, table_gpa >> PAGE_SHIFT, PROT(NT_PROT_SUBPAGE));
+	emul = vcpu_stat(vcpu, "spp_emulated_writes");
+
+	vcpu_run(vcpu);
+	val = expect_sync(vcpu, "L2's second read");
+	emul = vcpu_stat(vcpu, "spp_emulated_writes") - emul;
+	ksft_print_msg("L1's write to its EPT12 table: %lu emulated (%s path); L2 read 0x%lx\n",
+		       emul, guest_spp_hw ? "hardware" : "software", val);
+	TEST_ASSERT(val == NT_B_VAL,
+		    "L2 read 0x%lx: KVM missed L1's EPT12 write (expected 0x%llx)",
+		    val, NT_B_VAL);
+	TEST_ASSERT_EQ(emul, 1);
+
+	vcpu_run(vcpu);
+	if (get_ucall(vcpu, &uc) != UCALL_DONE)
+		unexpected_exit(vcpu, "L1's end");
+	kvm_vm_free(vm);
+}
+
+/*
+ * resume_actions
+ *
+ * What the VMM answers a KVM_EXIT_SPP with, in run->spp.action: SKIP
+ * completes the instruction with the write dropped (a PUSH still moves RSP),
+ * ALLOW lets this one write through and keeps the protection, RETRY (the
+ * default) runs the instruction again, and anything else fails KVM_RUN with
+ * EINVAL and changes nothing.
+ */
+#define RA_PAGE			7
+#define RA_PROT_SUBPAGE		5
+#define RA_ADDR			(PG(RA_PAGE) + RA_PROT_SUBPAGE * SUBPAGE + 8)
+#define RA_RSP			(PG(RA_PAGE) + (RA_PROT_SUBPAGE + 1) * SUBPAGE)
+#define RA_V(n)			(0x1111111111111111ULL * (n))
+
+static void guest_resume(void)
+{
+	uint64_t rsp;
+
+	WRITE_ONCE(*(uint64_t *)RA_ADDR, RA_V(1));	/* skipped */
+	GUEST_SYNC(1);
+	WRITE_ONCE(*(uint64_t *)RA_ADDR, RA_V(2));	/* allowed */
+	GUEST_SYNC(2);
+	WRITE_ONCE(*(uint64_t *)RA_ADDR, RA_V(3));	/* EINVAL, then retried */
+	GUEST_SYNC(3);
+	asm volatile("mov %%rsp, %%rbx\n\t"
+		     "mov %1, %%rsp\n\t"
+		     "push %2\n\t"			/* skipped */
+		     "mov %%rsp, %0\n\t"
+		     "mov %%rbx, %%rsp\n\t"
+		     : "=r"(rsp) : "r"(RA_RSP), "r"(RA_V(4)) : "rbx", "memory");
+	GUEST_SYNC(rsp);
+	GUEST_DONE();
+}
+
+/* Run until KVM_EXIT_SPP for the write at @gpa; return its RIP. */
+static uint64_t expect_spp(struct kvm_vcpu *vcpu, uint64_t gpa)
+{
+	struct kvm_regs regs;
+
+	vcpu_run(vcpu);
+	if (vcpu->run->exit_reason != KVM_EXIT_SPP)
+		unexpected_exit(vcpu, "waiting for KVM_EXIT_SPP");
+	TEST_ASSERT(vcpu->run->spp.gpa == gpa, "spp.gpa 0x%llx, expected 0x%lx",
+		    vcpu->run->spp.gpa, gpa);
+	TEST_ASSERT(vcpu->run->spp.insn_len, "insn_len 0");
+	TEST_ASSERT_EQ(vcpu->run->spp.action, KVM_SPP_ACTION_RETRY);
+	vcpu_regs_get(vcpu, &regs);
+	return regs.rip;
+}
+
+static uint64_t ra_mem(struct kvm_vm *vm, uint64_t gpa)
+{
+	return *(uint64_t *)addr_gpa2hva(vm, gpa);
+}
+
+TEST(resume_actions)
+{
+	struct kvm_vcpu *vcpu;
+	struct kvm_regs regs;
+	struct kvm_vm *vm;
+	uint64_t old, rip;
+
+	vm = guard_vm(1, &vcpu, guest_resume);
+	spp_set1(vm, GUARD_GFN + RA_PAGE, PROT(RA_PROT_SUBPAGE));
+	old = ra_mem(vm, RA_ADDR);
+
+	/* SKIP: the instruction completes, memory is unchanged. */
+	expect_spp(vcpu, RA_ADDR);
+	vcpu->run->spp.action = KVM_SPP_ACTION_SKIP;
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "after SKIP"), 1);
+	TEST_ASSERT_EQ(ra_mem(vm, RA_ADDR), old);
+
+	/* ALLOW: this write lands; the protection stays. */
+	expect_spp(vcpu, RA_ADDR);
+	vcpu->run->spp.action = KVM_SPP_ACTION_ALLOW;
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "after ALLOW"), 2);
+	TEST_ASSERT_EQ(ra_mem(vm, RA_ADDR), RA_V(2));
+
+	/* Unknown action: EINVAL, nothing changed; then RETRY after SET. */
+	rip = expect_spp(vcpu, RA_ADDR);
+	vcpu->run->spp.action = 3;
+	TEST_ASSERT(__vcpu_run(vcpu) == -1 && errno == EINVAL,
+		    "action 3: errno %d", errno);
+	vcpu->run->spp.action = 0xff;
+	TEST_ASSERT(__vcpu_run(vcpu) == -1 && errno == EINVAL,
+		    "action 0xff: errno %d", errno);
+	vcpu_regs_get(vcpu, &regs);
+	TEST_ASSERT_EQ(regs.rip, rip);
+	TEST_ASSERT_EQ(ra_mem(vm, RA_ADDR), RA_V(2));
+	/* Still protected: RETRY exits again. */
+	vcpu->run->spp.action = KVM_SPP_ACTION_RETRY;
+	TEST_ASSERT_EQ(expect_spp(vcpu, RA_ADDR), rip);
+	spp_set1(vm, GUARD_GFN + RA_PAGE, FULL);
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "after RETRY"), 3);
+	TEST_ASSERT_EQ(ra_mem(vm, RA_ADDR), RA_V(3));
+
+	/* SKIP of a PUSH onto a protected sub-page: RSP moves, no write. */
+	spp_set1(vm, GUARD_GFN + RA_PAGE, PROT(RA_PROT_SUBPAGE));
+	old = ra_mem(vm, RA_RSP - 8);
+	expect_spp(vcpu, RA_RSP - 8);
+	vcpu->run->spp.action = KVM_SPP_ACTION_SKIP;
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "after the PUSH"), RA_RSP - 8);
+	TEST_ASSERT_EQ(ra_mem(vm, RA_RSP - 8), old);
+	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), 5);
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(get_ucall(vcpu, NULL), UCALL_DONE);
+	kvm_vm_free(vm);
+}
+
+/*
+ * skip_in_mov_ss_shadow
+ *
+ * The denied write is the instruction right after MOV SS, in its interrupt
+ * shadow, and the VMM single-steps the guest.  SKIP completes it the way
+ * KVM completes any emulated instruction: the shadow ends, the single-step
+ * trap comes right after it, RIP is past it.
+ */
+static void guest_mov_ss(void)
+{
+	asm volatile("mov %%ss, %%eax\n\t"
+		     "mov %%eax, %%ss\n\t"
+		     "movq %1, (%0)\n\t"
+		     "nop\n\t"
+		     : : "r"(RA_ADDR), "r"(RA_V(5)) : "rax", "memory");
+	GUEST_SYNC(0);
+}
+
+TEST(skip_in_mov_ss_shadow)
+{
+	struct kvm_guest_debug dbg = {
+		.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP,
+	};
+	struct kvm_vcpu_events ev;
+	struct kvm_vcpu *vcpu;
+	struct kvm_regs regs;
+	struct kvm_vm *vm;
+	uint64_t old, rip;
+	uint8_t len;
+
+	vm = guard_vm(1, &vcpu, guest_mov_ss);
+	spp_set1(vm, GUARD_GFN + RA_PAGE, PROT(RA_PROT_SUBPAGE));
+	old = ra_mem(vm, RA_ADDR);
+
+	rip = expect_spp(vcpu, RA_ADDR);
+	len = vcpu->run->spp.insn_len;
+	vcpu_events_get(vcpu, &ev);
+	ksft_print_msg("at the denied write: interrupt.shadow 0x%x, insn_len %u\n",
+		       ev.interrupt.shadow, len);
+	/*
+	 * VMX reports the MOV SS shadow at the exit; QEMU 7.2's SVM model
+	 * does not put it in the VMCB's interrupt state (measured), so on
+	 * SVM only the completion of the skipped instruction is checked.
+	 */
+	if (kvm_cpu_has(X86_FEATURE_VMX))
+		TEST_ASSERT_EQ(ev.interrupt.shadow, KVM_X86_SHADOW_INT_MOV_SS);
+
+	vcpu_guest_debug_set(vcpu, &dbg);
+	vcpu->run->spp.action = KVM_SPP_ACTION_SKIP;
+	vcpu_run(vcpu);
+	TEST_ASSERT_KVM_EXIT_REASON(vcpu, KVM_EXIT_DEBUG);
+	vcpu_regs_get(vcpu, &regs);
+	TEST_ASSERT(regs.rip == rip + len, "rip 0x%llx, expected 0x%lx",
+		    regs.rip, rip + len);
+	vcpu_events_get(vcpu, &ev);
+	TEST_ASSERT_EQ(ev.interrupt.shadow, 0);
+	TEST_ASSERT_EQ(ra_mem(vm, RA_ADDR), old);
+
+	dbg.control = 0;
+	vcpu_guest_debug_set(vcpu, &dbg);
+	vcpu_run(vcpu);
+	expect_sync(vcpu, "after the single step");
+	kvm_vm_free(vm);
+}
+
+/*
+ * allow_one_vcpu
+ *
+ * ALLOW is for one write of one vCPU: another vCPU stopped at the same
+ * denied write is denied again when it retries.
+ */
+static void guest_allow(void)
+{
+	WRITE_ONCE(*(uint64_t *)RA_ADDR, RA_V(6));
+	GUEST_SYNC(0);
+}
+
+TEST(allow_one_vcpu)
+{
+	struct kvm_vcpu *vcpus[2];
+	struct kvm_vm *vm;
+	uint64_t old;
+
+	vm = guard_vm(2, vcpus, guest_allow);
+	spp_set1(vm, GUARD_GFN + RA_PAGE, PROT(RA_PROT_SUBPAGE));
+	old = ra_mem(vm, RA_ADDR);
+
+	expect_spp(vcpus[0], RA_ADDR);
+	expect_spp(vcpus[1], RA_ADDR);
+	vcpus[0]->run->spp.action = KVM_SPP_ACTION_ALLOW;
+	vcpu_run(vcpus[0]);
+	expect_sync(vcpus[0], "vCPU 0 after ALLOW");
+	TEST_ASSERT_EQ(ra_mem(vm, RA_ADDR), RA_V(6));
+
+	/* vCPU 1 retries (the default action): denied again, nothing lands. */
+	*(uint64_t *)addr_gpa2hva(vm, RA_ADDR) = old;
+	expect_spp(vcpus[1], RA_ADDR);
+	TEST_ASSERT_EQ(ra_mem(vm, RA_ADDR), old);
+	TEST_ASSERT_EQ(vcpu_stat(vcpus[1], "spp_exits"), 2);
+	kvm_vm_free(vm);
+}
+
+/*
  * toggle_race
  *
  * RACE_VCPUS vCPUs loop over RACE_PAGES pages; vCPU i writes its iteration
