@@ -20,10 +20,16 @@ RAMFS     := $(BUILD)/initramfs-$(FLAVOUR).cpio.gz
 RESULTS   := $(BUILD)/results-$(FLAVOUR)
 JOBS      ?= $(shell nproc)
 CCACHE_DIR ?= /var/cache/kvm-spp/ccache
-export CCACHE_DIR
+# Paths under the repository are hashed relative to it: a fresh clone in
+# another directory reuses the cache.
+CCACHE_BASEDIR ?= $(REPO)
+export CCACHE_DIR CCACHE_BASEDIR
 CELLS     ?= bochs-tigerlake-tdp1 bochs-tigerlake-tdp0 \
              bochs-skylake-tdp1 bochs-skylake-tdp0 \
              qemu-svm-tdp1 qemu-svm-tdp0
+# Cells that `make check` also runs with the debug kernel (KASAN, lockdep,
+# KVM_PROVE_MMU), SPP tests only; DEBUG_CELLS= skips the debug build.
+DEBUG_CELLS ?= qemu-svm-tdp1 bochs-tigerlake-tdp1
 BENCH_INJECT ?=
 
 KMAKE = $(MAKE) -C $(SRC) O=$(OBJ) CC="ccache gcc" HOSTCC="ccache gcc" \
@@ -38,7 +44,7 @@ CONFIGS := $(REPO)/bench/config/base.config \
 	$(if $(filter debug,$(FLAVOUR)),$(REPO)/bench/config/debug.config)
 
 .PHONY: all deps tree kernel selftests initramfs check run export clean \
-	FORCE
+	debug-build FORCE
 
 all: kernel selftests initramfs
 
@@ -85,9 +91,22 @@ selftests: tree $(OBJ)/.config
 initramfs: selftests
 	@$(REPO)/bench/mkinitramfs $(STOUT) $(RAMFS)
 
+ifneq ($(strip $(DEBUG_CELLS)),)
+ifeq ($(FLAVOUR),base)
+check: debug-build
+endif
+endif
+
+debug-build: kernel initramfs
+	$(MAKE) FLAVOUR=debug kernel initramfs
+
 check: kernel initramfs
-	@$(REPO)/bench/matrix $(OBJ)/arch/x86/boot/bzImage $(RAMFS) \
-		$(RESULTS) "$(BENCH_INJECT)" $(CELLS)
+	@DEBUG_KERNEL=$(BUILD)/obj-debug/arch/x86/boot/bzImage \
+	 DEBUG_INITRD=$(BUILD)/initramfs-debug.cpio.gz \
+	 DEBUG_OUT=$(BUILD)/results-debug \
+	 $(REPO)/bench/matrix $(OBJ)/arch/x86/boot/bzImage $(RAMFS) \
+		$(RESULTS) "$(BENCH_INJECT)" $(CELLS) \
+		$(if $(filter base,$(FLAVOUR)),$(addsuffix @debug,$(DEBUG_CELLS)))
 
 run: kernel initramfs
 	@$(REPO)/bench/demo $(OBJ)/arch/x86/boot/bzImage $(RAMFS) $(BUILD)/demo

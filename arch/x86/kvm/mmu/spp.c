@@ -39,7 +39,9 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/debugfs.h>
 #include <linux/kvm_host.h>
+#include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/xarray.h>
 
@@ -499,6 +501,99 @@ int kvm_spp_check_extension(struct kvm *kvm)
 	return KVM_SPP_MAX_PAGES | (hw ? KVM_SPP_CAP_HW_ACCELERATED : 0);
 }
 
+/* Number of SPPT pages (all levels) under @table, itself included. */
+static unsigned long sppt_count_pages(u64 *table, int level)
+{
+	unsigned long n = 1;
+	int i;
+
+	if (level > 1)
+		for (i = 0; i < 512; i++)
+			if (table[i] & SPPT_ENTRY_VALID)
+				n += sppt_count_pages(sppt_table(table[i]),
+						      level - 1);
+	return n;
+}
+
+/*
+ * debugfs "spp_store": what SPP holds for the VM, counted rather than
+ * measured so that the numbers do not depend on the allocator:
+ *
+ *   protected_pages  gfns with a protected sub-page
+ *   store_nodes      xarray nodes holding their vectors (all levels)
+ *   store_bytes      store_nodes * sizeof(struct xa_node)
+ *   sppt_pages       4 KiB pages of the SPP table (hardware path)
+ *
+ * Nodes are counted once each: entries are visited in index order, so the
+ * nodes of one level are met in contiguous runs.
+ */
+static int spp_store_show(struct seq_file *m, void *v)
+{
+	struct kvm *kvm = m->private;
+	XA_STATE(xas, &kvm->arch.spp_access, 0);
+	struct xa_node *last[BITS_PER_LONG / XA_CHUNK_SHIFT + 1] = {};
+	unsigned long pages = 0, nodes = 0, sppt = 0;
+	struct xa_node *node;
+	void *entry;
+	int level;
+
+	mutex_lock(&kvm->slots_lock);
+	rcu_read_lock();
+	xas_for_each(&xas, entry, ULONG_MAX) {
+		if (!xa_is_value(entry))
+			continue;
+		pages++;
+		for (node = xas.xa_node, level = 0;
+		     !xas_not_node(node) && level < ARRAY_SIZE(last);
+		     node = xa_parent(xas.xa, node), level++) {
+			if (last[level] == node)
+				break;
+			last[level] = node;
+			nodes++;
+		}
+	}
+	rcu_read_unlock();
+	if (spp_hw(kvm)) {
+		mutex_lock(&kvm->arch.spp_lock);
+		sppt = sppt_count_pages(kvm->arch.sppt.root, 4);
+		mutex_unlock(&kvm->arch.spp_lock);
+	}
+	mutex_unlock(&kvm->slots_lock);
+
+	seq_printf(m, "protected_pages %lu\nstore_nodes %lu\nstore_bytes %lu\nsppt_pages %lu\n",
+		   pages, nodes, nodes * sizeof(struct xa_node), sppt);
+	return 0;
+}
+
+static int spp_store_open(struct inode *inode, struct file *file)
+{
+	struct kvm *kvm = inode->i_private;
+	int r;
+
+	if (!kvm_get_kvm_safe(kvm))
+		return -ENOENT;
+	r = single_open(file, spp_store_show, kvm);
+	if (r < 0)
+		kvm_put_kvm(kvm);
+	return r;
+}
+
+static int spp_store_release(struct inode *inode, struct file *file)
+{
+	struct kvm *kvm = inode->i_private;
+
+	kvm_put_kvm(kvm);
+	return single_release(inode, file);
+}
+
+static const struct file_operations spp_store_fops = {
+	.owner		= THIS_MODULE,
+	.open		= spp_store_open,
+	.read		= seq_read,
+	.llseek		= seq_lseek,
+	.release	= spp_store_release,
+};
+
 /**
  * kvm_vm_ioctl_enable_spp() - KVM_ENABLE_CAP(KVM_CAP_X86_SPP) on a VM
  * @kvm: the VM
@@ -540,6 +635,10 @@ int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap)
 		if (!r) {
 			/* Pairs with smp_load_acquire() in kvm_spp_enabled(). */
 			smp_store_release(&kvm->arch.spp_enabled, true);
+			if (!IS_ERR_OR_NULL(kvm->debugfs_dentry))
+				debugfs_create_file("spp_store", 0444,
+						    kvm->debugfs_dentry, kvm,
+						    &spp_store_fops);
 		}
 	}
 	mutex_unlock(&kvm->lock);

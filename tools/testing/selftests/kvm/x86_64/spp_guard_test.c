@@ -1057,7 +1057,9 @@ static void guest_race(int id)
 struct race_vcpu {
 	pthread_t thread;
 	struct kvm_vcpu *vcpu;
+	bool churn;
 	uint64_t denied;
+	uint64_t mmio;
 	uint64_t loops;
 };
 
@@ -1093,9 +1095,18 @@ static void *race_vcpu_thread(void *arg)
 			rv->denied++;
 			continue;
 		}
+		/* The memslot is being re-created: the write is lost. */
+		if (run->exit_reason == KVM_EXIT_MMIO && rv->churn) {
+			TEST_ASSERT(run->mmio.phys_addr >= PG(RACE_FIRST_PAGE) &&
+				    run->mmio.phys_addr < PG(RACE_FIRST_PAGE + RACE_PAGES),
+				    "vCPU %u: MMIO exit at 0x%llx", vcpu->id,
+				    run->mmio.phys_addr);
+			rv->mmio++;
+			continue;
+		}
 		switch (get_ucall(vcpu, &uc)) {
 		case UCALL_SYNC:
-			rv->loops = uc.args[1];
+			WRITE_ONCE(rv->loops, uc.args[1]);
 			continue;
 		case UCALL_DONE:
 			return NULL;
@@ -1114,13 +1125,52 @@ static void race_snapshot(struct kvm_vm *vm, uint8_t *snap)
 		       RACE_TOGGLED * SUBPAGE, SUBPAGE);
 }
 
-TEST(toggle_race)
+/*
+ * Delete the memslot of the race pages and create it again at once, with
+ * the same host memory, while the vCPUs write to it.
+ */
+static void race_recreate_memslot(struct kvm_vm *vm)
+{
+	struct userspace_mem_region *region = memslot2region(vm, GUARD_SLOT);
+	struct kvm_userspace_memory_region2 gone = region->region;
+
+	gone.memory_size = 0;
+	vm_ioctl(vm, KVM_SET_USER_MEMORY_REGION2, &gone);
+	vm_ioctl(vm, KVM_SET_USER_MEMORY_REGION2, &region->region);
+}
+
+/* Wait until every vCPU has completed @n more loops. */
+static void race_wait_loops(struct race_vcpu *rv, uint64_t n)
+{
+	uint64_t start[RACE_VCPUS];
+	int i;
+
+	for (i = 0; i < RACE_VCPUS; i++)
+		start[i] = READ_ONCE(rv[i].loops);
+	for (i = 0; i < RACE_VCPUS; i++)
+		while (READ_ONCE(rv[i].loops) < start[i] + n)
+			usleep(1000);
+}
+
+#define RACE_CHURN_DIRTY_LOG	BIT(0)
+#define RACE_CHURN_MEMSLOT	BIT(1)
+
+/*
+ * The host toggles the protection of sub-page RACE_TOGGLED of the race
+ * pages; with @churn, it also turns dirty logging on and off and deletes
+ * and re-creates their memslot in every round, the way a VMM does at run
+ * time.  No protected byte may change after a SET returns, and every
+ * vCPU's last permitted write must land.  (This found make_spte() taking
+ * the MMIO SPTE left by the deleted memslot for a writable one and
+ * skipping the write-protection checks.)
+ */
+static void race_run(unsigned int churn)
 {
 	uint8_t snap[RACE_PAGES * SUBPAGE], now[RACE_PAGES * SUBPAGE];
 	struct kvm_vcpu *vcpus[RACE_VCPUS];
 	struct race_vcpu rv[RACE_VCPUS];
 	uint32_t prot[RACE_PAGES], full[RACE_PAGES];
-	uint64_t denied = 0, iters, *hva;
+	uint64_t denied = 0, mmio = 0, iters, *hva;
 	struct timespec pause = { .tv_nsec = 2 * 1000 * 1000 }, t0, t;
 	struct kvm_vm *vm;
 	int i, r, p;
@@ -1132,7 +1182,7 @@ TEST(toggle_race)
 	vm = guard_vm(RACE_VCPUS, vcpus, guest_race);
 	for (i = 0; i < RACE_VCPUS; i++) {
 		vcpu_args_set(vcpus[i], 1, i);
-		rv[i] = (struct race_vcpu){ .vcpu = vcpus[i] };
+		rv[i] = (struct race_vcpu){ .vcpu = vcpus[i], .churn = !!churn };
 	}
 	spp_set(vm, GUARD_GFN + RACE_FIRST_PAGE, RACE_PAGES, prot);
 	for (i = 0; i < RACE_VCPUS; i++)
@@ -1146,19 +1196,34 @@ TEST(toggle_race)
 		/* Protected: nothing may change until the next SET. */
 		spp_set(vm, GUARD_GFN + RACE_FIRST_PAGE, RACE_PAGES, prot);
 		race_snapshot(vm, snap);
+		if (churn & RACE_CHURN_DIRTY_LOG)
+			vm_mem_region_set_flags(vm, GUARD_SLOT,
+						KVM_MEM_LOG_DIRTY_PAGES);
 		nanosleep(&pause, NULL);
+		if (churn & RACE_CHURN_MEMSLOT) {
+			race_recreate_memslot(vm);
+			nanosleep(&pause, NULL);
+		}
 		race_snapshot(vm, now);
-		TEST_ASSERT(!memcmp(snap, now, sizeof(now)),
-			    "round %d: a protected sub-page changed after SET returned", r);
+		for (p = 0; p < (int)sizeof(now); p += 8)
+			TEST_ASSERT(!memcmp(snap + p, now + p, 8),
+				    "round %d: page %d offset %d of the protected sub-page changed after SET returned: 0x%lx -> 0x%lx",
+				    r, p / SUBPAGE, p % SUBPAGE,
+				    *(uint64_t *)(snap + p), *(uint64_t *)(now + p));
 		spp_set(vm, GUARD_GFN + RACE_FIRST_PAGE, RACE_PAGES, full);
+		if (churn & RACE_CHURN_DIRTY_LOG)
+			vm_mem_region_set_flags(vm, GUARD_SLOT, 0);
 		nanosleep(&pause, NULL);
 	}
 	spp_set(vm, GUARD_GFN + RACE_FIRST_PAGE, RACE_PAGES, prot);
+	/* Writes lost while the memslot was gone are written again. */
+	race_wait_loops(rv, 2);
 	race_stop = 1;
 	sync_global_to_guest(vm, race_stop);
 	for (i = 0; i < RACE_VCPUS; i++) {
 		pthread_join(rv[i].thread, NULL);
 		denied += rv[i].denied;
+		mmio += rv[i].mmio;
 	}
 
 	/* Every vCPU's last permitted write landed on every page. */
@@ -1175,11 +1240,23 @@ TEST(toggle_race)
 				    i, p, *hva, race_iters[i]);
 		}
 	}
-	ksft_print_msg("%s path: %d rounds, %lu loops, %lu denied, %lu SPPT misses (vCPU 0)\n",
-		       guest_spp_hw ? "hardware" : "software", r,
-		       iters, denied, vcpu_stat(vcpus[0], "spp_sppt_misses"));
+	ksft_print_msg("%s path%s: %d rounds, %lu loops, %lu denied, %lu lost to the memslot gap, %lu SPPT misses (vCPU 0)\n",
+		       guest_spp_hw ? "hardware" : "software",
+		       churn ? ", dirty logging and memslot churn" : "", r,
+		       iters, denied, mmio, vcpu_stat(vcpus[0], "spp_sppt_misses"));
 	TEST_ASSERT(denied > 0, "no write was ever denied");
+	race_stop = 0;
 	kvm_vm_free(vm);
+}
+
+TEST(toggle_race)
+{
+	race_run(0);
+}
+
+TEST(memslot_churn_race)
+{
+	race_run(RACE_CHURN_DIRTY_LOG | RACE_CHURN_MEMSLOT);
 }
 
 int main(int argc, char *argv[])

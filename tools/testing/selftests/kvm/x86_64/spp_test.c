@@ -1516,15 +1516,50 @@ static long meminfo_kb(const char *field)
 
 #define COST_PAGES	(64 * SPP_MAX_PAGES)	/* 128 MiB of guest memory */
 
+/* The VM's debugfs file spp_store: what SPP holds, counted by KVM. */
+struct spp_store {
+	unsigned long pages, nodes, bytes, sppt;
+};
+
+static void store_read(struct kvm_vm *vm, struct spp_store *st)
+{
+	char path[128], key[32];
+	unsigned long val;
+	int found = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%d-%d/spp_store",
+		 getpid(), vm->fd);
+	f = fopen(path, "r");
+	TEST_ASSERT(f, "open %s", path);
+	while (fscanf(f, "%31s %lu", key, &val) == 2) {
+		found++;
+		if (!strcmp(key, "protected_pages"))
+			st->pages = val;
+		else if (!strcmp(key, "store_nodes"))
+			st->nodes = val;
+		else if (!strcmp(key, "store_bytes"))
+			st->bytes = val;
+		else if (!strcmp(key, "sppt_pages"))
+			st->sppt = val;
+		else
+			found--;
+	}
+	fclose(f);
+	TEST_ASSERT_EQ(found, 4);
+}
+
+#define SPARSE_PAGES	1000
+#define SPARSE_STRIDE	65536			/* 256 MiB */
 #define BIG_SLOT	(SPP_SLOT + 1)
 #define BIG_GPA		0x4000000000ULL		/* 256 GiB */
 #define BIG_PAGES	(1ULL << 20)		/* 4 GiB, never touched */
 
 /*
- * Memory the permission store costs per protected page, measured from the
- * kernel's slab usage (the xarray nodes) before and after protecting
- * COST_PAGES contiguous pages; the SPP table pages of the hardware path are
- * seen in MemFree only, which is noisier.  And nothing per guest page:
+ * Memory the permission store costs per protected page: the xarray nodes
+ * KVM counts (debugfs spp_store) after protecting COST_PAGES contiguous
+ * pages, independent of the allocator (a slab delta is printed for
+ * reference; it differs under KASAN).  And nothing per guest page:
  * protecting one page of a 4 GiB memslot for the first time allocates no
  * per-memslot array (KVM's write tracking would vmalloc 2 bytes per page,
  * 2 MiB here).
@@ -1532,7 +1567,8 @@ static long meminfo_kb(const char *field)
 TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 {
 	uint32_t *map = malloc(SPP_MAX_PAGES * sizeof(*map));
-	long vm0, vm1, slab1, slab2, free1, free2, per_page;
+	long vm0, vm1, slab1, slab2, per_page;
+	struct spp_store st0, st1;
 	uint32_t i, j;
 
 	TEST_ASSERT(map, "malloc");
@@ -1545,26 +1581,52 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 	vm1 = meminfo_kb("VmallocUsed");
 	spp_set1(self->vm, (BIG_GPA >> PAGE_SHIFT) + 12345, FULL);
 
+	store_read(self->vm, &st0);
+	TEST_ASSERT_EQ(st0.pages, 0);
 	slab1 = meminfo_kb("Slab");
-	free1 = meminfo_kb("MemFree");
 	for (j = 0; j < COST_PAGES / SPP_MAX_PAGES; j++) {
 		for (i = 0; i < SPP_MAX_PAGES; i++)
 			map[i] = 0x0f0f0f0f ^ i;
 		spp_set(self->vm, SPP_GFN + j * SPP_MAX_PAGES, SPP_MAX_PAGES, map);
 	}
 	slab2 = meminfo_kb("Slab");
-	free2 = meminfo_kb("MemFree");
-	per_page = (slab2 - slab1) * 1024 / COST_PAGES;
+	store_read(self->vm, &st1);
+	per_page = st1.bytes / COST_PAGES;
 
 	ksft_print_msg("first protected page of a %llu-page memslot: %ld KiB vmalloc'ed\n",
 		       BIG_PAGES, vm1 - vm0);
-	ksft_print_msg("%u protected pages: slab +%ld KiB = %ld bytes/page; MemFree -%ld KiB (%s path)\n",
-		       COST_PAGES, slab2 - slab1, per_page, free1 - free2,
-		       spp_hw() ? "hardware: + SPP table pages" : "software");
+	ksft_print_msg("%u protected pages: %lu xarray nodes, %lu bytes = %ld bytes/page, %lu SPPT pages (%s path; slab delta %ld KiB, for reference only)\n",
+		       COST_PAGES, st1.nodes, st1.bytes, per_page, st1.sppt,
+		       spp_hw() ? "hardware" : "software", slab2 - slab1);
 
+	/* Counted, not measured: exact on every allocator configuration. */
+	TEST_ASSERT_EQ(st1.pages, COST_PAGES);
 	/* Dense protection: about 9 bytes of xarray node per page. */
 	TEST_ASSERT(per_page > 0 && per_page <= 16, "%ld bytes per protected page",
 		    per_page);
+	/* Unprotecting frees it all. */
+	for (i = 0; i < SPP_MAX_PAGES; i++)
+		map[i] = FULL;
+	for (j = 0; j < COST_PAGES / SPP_MAX_PAGES; j++)
+		spp_set(self->vm, SPP_GFN + j * SPP_MAX_PAGES, SPP_MAX_PAGES, map);
+	store_read(self->vm, &st1);
+	TEST_ASSERT_EQ(st1.pages, 0);
+	TEST_ASSERT_EQ(st1.nodes, 0);
+
+	/*
+	 * The worst case: pages far apart (no memslot is needed to protect
+	 * them), each with its own leaf node and a few ancestors.
+	 */
+	for (i = 0; i < SPARSE_PAGES; i++)
+		spp_set1(self->vm, i * SPARSE_STRIDE + 7, 0x0f0f0f0f);
+	store_read(self->vm, &st1);
+	TEST_ASSERT_EQ(st1.pages, SPARSE_PAGES);
+	ksft_print_msg("%u pages %u gfns apart: %lu xarray nodes, %lu bytes = %lu bytes/page\n",
+		       SPARSE_PAGES, SPARSE_STRIDE, st1.nodes, st1.bytes,
+		       st1.bytes / SPARSE_PAGES);
+	/* One leaf node per page, plus the ancestors they do not share. */
+	TEST_ASSERT(st1.nodes >= SPARSE_PAGES && st1.nodes <= 5 * SPARSE_PAGES,
+		    "%lu nodes for %u sparse pages", st1.nodes, SPARSE_PAGES);
 	/* Nothing per guest page (2 bytes per page would be 2048 KiB). */
 	TEST_ASSERT(vm1 - vm0 < 256, "protecting one page vmalloc'ed %ld KiB",
 		    vm1 - vm0);
