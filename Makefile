@@ -20,10 +20,7 @@ RAMFS     := $(BUILD)/initramfs-$(FLAVOUR).cpio.gz
 RESULTS   := $(BUILD)/results-$(FLAVOUR)
 JOBS      ?= $(shell nproc)
 CCACHE_DIR ?= /var/cache/kvm-spp/ccache
-# Paths under the repository are hashed relative to it: a fresh clone in
-# another directory reuses the cache.
-CCACHE_BASEDIR ?= $(REPO)
-export CCACHE_DIR CCACHE_BASEDIR
+export CCACHE_DIR
 CELLS     ?= bochs-tigerlake-tdp1 bochs-tigerlake-tdp0 \
              bochs-skylake-tdp1 bochs-skylake-tdp0 \
              qemu-svm-tdp1 qemu-svm-tdp0
