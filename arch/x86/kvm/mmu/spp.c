@@ -84,6 +84,29 @@ static bool spp_range_writable(u32 vector, unsigned int offset,
 	return (vector & mask) == mask;
 }
 
+/*
+ * The first byte of [gpa, gpa + len) that the sub-page permissions deny
+ * writing, or INVALID_GPA if every byte may be written.  The range may span
+ * pages.
+ */
+static gpa_t spp_first_denied(struct kvm *kvm, gpa_t gpa, u64 len)
+{
+	unsigned int off, now, sub;
+	u32 vector;
+
+	for (; len; gpa += now, len -= now) {
+		off = offset_in_page(gpa);
+		now = min_t(u64, len, PAGE_SIZE - off);
+		vector = spp_get_vector(kvm, gpa_to_gfn(gpa));
+		if (spp_range_writable(vector, off, now))
+			continue;
+		for (sub = off >> SPP_SUBPAGE_SHIFT; vector & BIT(sub); sub++)
+			;
+		return max(gpa, (gpa & PAGE_MASK) + (sub << SPP_SUBPAGE_SHIFT));
+	}
+	return INVALID_GPA;
+}
+
 /* Set when the vendor module enforces SPP in hardware (kvm_spp_set_hw()). */
 static bool kvm_spp_hw __read_mostly;
 
@@ -722,6 +745,45 @@ static int spp_reserve(struct xarray *xa, const struct kvm_subpage_access *sa,
 	return xas_error(&xas);
 }
 
+/* Whether the new vectors @vec of @sa deny writing a byte of @r. */
+static bool spp_claim_denied(const struct kvm_spp_range *r,
+			     const struct kvm_subpage_access *sa, const u32 *vec)
+{
+	gpa_t gpa = r->gpa, end = r->gpa + r->len;
+	unsigned int off, now;
+	gfn_t gfn;
+
+	for (; gpa < end; gpa += now) {
+		off = offset_in_page(gpa);
+		now = min_t(u64, end - gpa, PAGE_SIZE - off);
+		gfn = gpa_to_gfn(gpa);
+		if (gfn < sa->base_gfn || gfn - sa->base_gfn >= sa->npages)
+			continue;
+		if (!spp_range_writable(vec[gfn - sa->base_gfn], off, now))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A SET must not deny a write KVM has committed to make for a vCPU that runs
+ * a nested guest (see kvm_spp_claim()): -EBUSY, nothing changed.
+ */
+static int spp_check_claims(struct kvm *kvm, const struct kvm_subpage_access *sa,
+			    const u32 *vec)
+{
+	struct kvm_vcpu *vcpu;
+	unsigned long i;
+	int c;
+
+	lockdep_assert_held(&kvm->arch.spp_lock);
+	kvm_for_each_vcpu(i, vcpu, kvm)
+		for (c = 0; c < vcpu->arch.spp_nr_claims; c++)
+			if (spp_claim_denied(&vcpu->arch.spp_claims[c], sa, vec))
+				return -EBUSY;
+	return 0;
+}
+
 static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 			  const u32 *vec)
 {
@@ -741,9 +803,15 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 	for (i = 0; i < sa->npages; i++)
 		protect |= vec[i] != KVM_SUBPAGE_FULL_ACCESS;
 
-	r = spp_reserve(xa, sa, vec);
-	if (r)
+	/* spp_lock orders the update against vCPUs claiming memory. */
+	mutex_lock(&kvm->arch.spp_lock);
+	r = protect ? spp_check_claims(kvm, sa, vec) : 0;
+	if (!r)
+		r = spp_reserve(xa, sa, vec);
+	if (r) {
+		mutex_unlock(&kvm->arch.spp_lock);
 		return r;
+	}
 
 	/*
 	 * Hardware path: the SPPT gets the new vectors of protected gfns before
@@ -752,7 +820,6 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 	 * Unprotected gfns are cleared below.
 	 */
 	if (hw) {
-		mutex_lock(&kvm->arch.spp_lock);
 		for (i = 0; i < sa->npages; i++)
 			if (vec[i] != KVM_SUBPAGE_FULL_ACCESS)
 				kvm_sppt_set(sppt, sa->base_gfn + i, vec[i]);
@@ -795,8 +862,8 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 			kvm_sppt_prune(sppt, sa->base_gfn + i, &freed);
 		}
 		kvm->arch.spp_sppt_seq++;
-		mutex_unlock(&kvm->arch.spp_lock);
 	}
+	mutex_unlock(&kvm->arch.spp_lock);
 
 	/*
 	 * One zap and one TLB flush for the whole range: newly protected gfns
@@ -1183,3 +1250,99 @@ int kvm_spp_check_emulated_write(struct kvm_vcpu *vcpu, unsigned long addr,
 		++vcpu->stat.spp_emulated_writes;
 	return X86EMUL_CONTINUE;
 }
+
+/**
+ * kvm_spp_check_kvm_write() - apply sub-page permissions to a write by KVM
+ * @vcpu: the vCPU whose intercepted instruction makes the write
+ * @gpa: guest-physical address of the first byte
+ * @len: size of the write; it may span pages
+ *
+ * For writes KVM makes itself, not through the emulator, to carry out an
+ * instruction it intercepts (e.g. VMCLEAR writing vmcs12 back to L1's VMCS
+ * region, VMSAVE).  A denied write holds the instruction: the vCPU exits
+ * with KVM_EXIT_SPP, @gpa being the first denied byte, insn_len 0 and RIP
+ * still at the instruction; only KVM_SPP_ACTION_RETRY can answer.  A SET
+ * that returns has waited for a write this allowed (SRCU).
+ *
+ * Return: true if the write may go on, false after preparing the exit.
+ */
+bool kvm_spp_check_kvm_write(struct kvm_vcpu *vcpu, gpa_t gpa, u64 len)
+{
+	gpa_t denied;
+
+	if (!kvm_spp_enabled(vcpu->kvm))
+		return true;
+	denied = spp_first_denied(vcpu->kvm, gpa, len);
+	if (denied == INVALID_GPA)
+		return true;
+	spp_prepare_exit(vcpu, denied, 0, 0, spp_exit_flags(vcpu->kvm));
+	return false;
+}
+EXPORT_SYMBOL_GPL(kvm_spp_check_kvm_write);
+
+/**
+ * kvm_spp_claim() - claim the memory KVM writes while a vCPU runs L2
+ * @vcpu: the vCPU entering a nested guest
+ * @ranges: guest memory that KVM, or the CPU through KVM's mappings, writes
+ *	    on its own until the vCPU leaves the nested guest (vmcb12, the
+ *	    VM-exit MSR-store list, the PML log, ...)
+ * @nr: number of ranges, at most KVM_SPP_MAX_CLAIMS
+ * @exit: prepare a KVM_EXIT_SPP that holds the VM-entry instruction if a
+ *	  range is denied
+ *
+ * Such writes happen at a nested VM exit or behind KVM's back, where no
+ * instruction can be held, so sub-page permissions are applied when L1
+ * enters L2: the entry is refused if they deny writing a byte of @ranges,
+ * and while the ranges are claimed a KVM_SUBPAGES_SET_ACCESS that would deny
+ * one fails with -EBUSY.  The claim replaces the vCPU's earlier one and
+ * lasts until kvm_spp_release_claims().
+ *
+ * Return: true if the ranges are claimed, false if a write is denied.
+ */
+bool kvm_spp_claim(struct kvm_vcpu *vcpu, const struct kvm_spp_range *ranges,
+		   int nr, bool exit)
+{
+	struct kvm *kvm = vcpu->kvm;
+	gpa_t denied = INVALID_GPA;
+	int i;
+
+	if (!kvm_spp_enabled(kvm))
+		return true;
+	if (WARN_ON_ONCE(nr > KVM_SPP_MAX_CLAIMS))
+		return false;
+
+	mutex_lock(&kvm->arch.spp_lock);
+	for (i = 0; i < nr && denied == INVALID_GPA; i++)
+		denied = spp_first_denied(kvm, ranges[i].gpa, ranges[i].len);
+	if (denied == INVALID_GPA) {
+		memcpy(vcpu->arch.spp_claims, ranges, nr * sizeof(*ranges));
+		vcpu->arch.spp_nr_claims = nr;
+	} else {
+		vcpu->arch.spp_nr_claims = 0;
+	}
+	mutex_unlock(&kvm->arch.spp_lock);
+
+	if (denied == INVALID_GPA)
+		return true;
+	if (exit)
+		spp_prepare_exit(vcpu, denied, 0, 0, spp_exit_flags(kvm));
+	return false;
+}
+EXPORT_SYMBOL_GPL(kvm_spp_claim);
+
+/**
+ * kvm_spp_release_claims() - the vCPU left its nested guest
+ * @vcpu: the vCPU
+ *
+ * KVM no longer writes the memory kvm_spp_claim() claimed for @vcpu.
+ */
+void kvm_spp_release_claims(struct kvm_vcpu *vcpu)
+{
+	/* Only @vcpu changes its claims: no lock to see there are none. */
+	if (!vcpu->arch.spp_nr_claims)
+		return;
+	mutex_lock(&vcpu->kvm->arch.spp_lock);
+	vcpu->arch.spp_nr_claims = 0;
+	mutex_unlock(&vcpu->kvm->arch.spp_lock);
+}
+EXPORT_SYMBOL_GPL(kvm_spp_release_claims);

@@ -38,6 +38,10 @@ int kvm_spp_check_emulated_write(struct kvm_vcpu *vcpu, unsigned long addr,
 				 unsigned int bytes, unsigned int insn_len);
 int kvm_spp_check_gpa_write(struct kvm_vcpu *vcpu, gpa_t gpa,
 			    unsigned int bytes, unsigned int insn_len);
+bool kvm_spp_check_kvm_write(struct kvm_vcpu *vcpu, gpa_t gpa, u64 len);
+bool kvm_spp_claim(struct kvm_vcpu *vcpu, const struct kvm_spp_range *ranges,
+		   int nr, bool exit);
+void kvm_spp_release_claims(struct kvm_vcpu *vcpu);
 
 static inline bool kvm_spp_enabled(struct kvm *kvm)
 {
@@ -99,6 +103,21 @@ static inline int kvm_spp_check_gpa_write(struct kvm_vcpu *vcpu, gpa_t gpa,
 {
 	return X86EMUL_CONTINUE;
 }
+
+static inline bool kvm_spp_check_kvm_write(struct kvm_vcpu *vcpu, gpa_t gpa,
+					   u64 len)
+{
+	return true;
+}
+
+static inline bool kvm_spp_claim(struct kvm_vcpu *vcpu,
+				 const struct kvm_spp_range *ranges, int nr,
+				 bool exit)
+{
+	return true;
+}
+
+static inline void kvm_spp_release_claims(struct kvm_vcpu *vcpu) { }
 #endif /* CONFIG_KVM_SPP */
 
 #endif /* __KVM_X86_MMU_SPP_H */

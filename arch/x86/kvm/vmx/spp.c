@@ -15,6 +15,7 @@
 #include "capabilities.h"
 #include "mmu.h"
 #include "mmu/spp.h"
+#include "nested.h"
 #include "spp.h"
 #include "vmx.h"
 
@@ -119,4 +120,53 @@ int vmx_handle_spp_exit(struct kvm_vcpu *vcpu)
 	run->internal.data[2] = qual;
 	run->internal.data[3] = gpa;
 	return 0;
+}
+
+/**
+ * vmx_spp_claim_nested() - apply sub-page permissions to what L2 makes KVM write
+ * @vcpu: the vCPU entering L2 with the current vmcs12
+ * @exit: on a denied write, hold VMLAUNCH/VMRESUME with KVM_EXIT_SPP
+ *
+ * While L2 runs, KVM writes L1 memory that vmcs12 designates without any
+ * instruction it could hold: the VM-exit MSR-store list, the PML log and the
+ * shadow VMCS at a nested VM exit, the virtual-APIC page and the posted-
+ * interrupt descriptor (the CPU, too, writes them through KVM's mappings).
+ * Claim them for the time L2 runs (kvm_spp_claim()).
+ *
+ * Return: true if L1 may enter L2.
+ */
+bool vmx_spp_claim_nested(struct kvm_vcpu *vcpu, bool exit)
+{
+	struct vmcs12 *vmcs12 = get_vmcs12(vcpu);
+	struct kvm_spp_range r[KVM_SPP_MAX_CLAIMS];
+	int n = 0;
+
+	if (!kvm_spp_enabled(vcpu->kvm))
+		return true;
+	/* A longer list fails the MSR store before it writes past this. */
+	if (vmcs12->vm_exit_msr_store_count)
+		r[n++] = (struct kvm_spp_range) {
+			.gpa = vmcs12->vm_exit_msr_store_addr,
+			.len = min_t(u32, vmcs12->vm_exit_msr_store_count,
+				     8 * VMX_MISC_MSR_LIST_MULTIPLIER) *
+			       sizeof(struct vmx_msr_entry),
+		};
+	if (nested_cpu_has_pml(vmcs12))
+		r[n++] = (struct kvm_spp_range) {
+			.gpa = vmcs12->pml_address, .len = PAGE_SIZE,
+		};
+	if (nested_cpu_has_shadow_vmcs(vmcs12) &&
+	    vmcs12->vmcs_link_pointer != INVALID_GPA)
+		r[n++] = (struct kvm_spp_range) {
+			.gpa = vmcs12->vmcs_link_pointer, .len = VMCS12_SIZE,
+		};
+	if (nested_cpu_has(vmcs12, CPU_BASED_TPR_SHADOW))
+		r[n++] = (struct kvm_spp_range) {
+			.gpa = vmcs12->virtual_apic_page_addr, .len = PAGE_SIZE,
+		};
+	if (nested_cpu_has_posted_intr(vmcs12))
+		r[n++] = (struct kvm_spp_range) {
+			.gpa = vmcs12->posted_intr_desc_addr, .len = 64,
+		};
+	return kvm_spp_claim(vcpu, r, n, exit);
 }

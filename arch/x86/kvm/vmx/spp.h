@@ -14,6 +14,7 @@ void vmx_spp_hardware_unsetup(void);
 u32 vmx_spp_secondary_exec_control(struct kvm *kvm, u32 exec_control);
 void vmx_spp_init_vmcs(struct kvm_vcpu *vcpu);
 int vmx_handle_spp_exit(struct kvm_vcpu *vcpu);
+bool vmx_spp_claim_nested(struct kvm_vcpu *vcpu, bool exit);
 #else
 static inline void vmx_spp_hardware_setup(void) { }
 static inline void vmx_spp_hardware_unsetup(void) { }
@@ -25,6 +26,11 @@ static inline u32 vmx_spp_secondary_exec_control(struct kvm *kvm,
 }
 
 static inline void vmx_spp_init_vmcs(struct kvm_vcpu *vcpu) { }
+
+static inline bool vmx_spp_claim_nested(struct kvm_vcpu *vcpu, bool exit)
+{
+	return true;
+}
 #endif
 
 #endif /* __KVM_X86_VMX_SPP_H */

@@ -27,6 +27,11 @@
  *   KVM_EXIT_SPP names a toggled sub-page, no protected byte changes while a
  *   SET that protects it is in force, every permitted write lands, and no
  *   vCPU ever sees KVM_EXIT_INTERNAL_ERROR.
+ * - nested_writebacks_vmx/svm: an L1 hypervisor makes KVM write L1 memory
+ *   it names (vmcs12 write-back, VMSAVE, the VM-exit MSR-store list, vmcb12
+ *   and the host save area while L2 runs): no write reaches a protected
+ *   sub-page, instructions are held, and SET cannot protect what KVM is
+ *   committed to write while L2 runs (EBUSY).
  *
  * None of the checked writes is preceded by a guest TLB flush on the
  * software path.  Bochs 2.7 (the emulated SPP CPU of the bench) keeps a
@@ -48,6 +53,7 @@
 #include "kvm_util.h"
 #include "processor.h"
 #include "apic.h"
+#include "svm_util.h"
 #include "vmx.h"
 #include "ucall_common.h"
 
@@ -1257,6 +1263,279 @@ TEST(toggle_race)
 TEST(memslot_churn_race)
 {
 	race_run(RACE_CHURN_DIRTY_LOG | RACE_CHURN_MEMSLOT);
+}
+
+/*
+ * nested_writebacks_vmx, nested_writebacks_svm
+ *
+ * With nested virtualization, KVM itself writes L1 memory that L1 names:
+ * vmcs12 back to its VMCS region (VMCLEAR, a VMPTRLD switch), VMSAVE's
+ * fields, and while L2 runs, the VM-exit MSR-store list and vmcb12 at a
+ * nested VM exit and the host save area at an SMI.  None of these may
+ * change a protected byte.  Instructions are held (KVM_EXIT_SPP, insn_len
+ * 0, RIP at the instruction, nothing written) until the VMM lifts the
+ * protection; VMLAUNCH/VMRUN is held the same way if what L2 would make KVM
+ * write is protected, and while L2 runs, a SET that would deny such a write
+ * fails with EBUSY (one that does not, succeeds), until L2 exits to L1.
+ */
+#define NW_MSR_PAGE		10
+#define NW_MSR_SUBPAGE		5
+#define NW_MSR_OFF		(NW_MSR_SUBPAGE * SUBPAGE + 32)
+#define NW_SYSENTER_CS		0x1234
+#define NW_VMCS_SUBPAGE		31
+#define NS_SAVE_PAGE		11
+#define NS_STAR			0x0023001000000000ULL
+
+enum { NW_VMCLEAR = 1, NW_VMPTRLD, NW_ENTER, NW_L2, NW_L2_EXITED,
+       NW_VMSAVE };
+
+extern const char nw_vmclear[], nw_vmptrld[], ns_vmsave[];
+
+static int spp_try_set1(struct kvm_vm *vm, uint64_t gfn, uint32_t vec)
+{
+	struct kvm_subpage_access sa = {
+		.base_gfn = gfn,
+		.npages = 1,
+		.access_map = (uintptr_t)&vec,
+	};
+
+	return __vm_ioctl(vm, KVM_SUBPAGES_SET_ACCESS, &sa) ? errno : 0;
+}
+
+/* Run into a held instruction: KVM_EXIT_SPP at @gpa, RIP at @rip if set. */
+static void expect_held(struct kvm_vcpu *vcpu, uint64_t gpa, const char *rip,
+			const char *what)
+{
+	struct kvm_regs regs;
+	int i;
+
+	/* Retried as is, it stays held. */
+	for (i = 0; i < 2; i++) {
+		vcpu_run(vcpu);
+		if (vcpu->run->exit_reason != KVM_EXIT_SPP)
+			unexpected_exit(vcpu, what);
+		TEST_ASSERT(vcpu->run->spp.gpa == gpa,
+			    "%s: spp.gpa 0x%llx, expected 0x%lx", what,
+			    vcpu->run->spp.gpa, gpa);
+		TEST_ASSERT(vcpu->run->spp.flags == spp_flags(0),
+			    "%s: spp.flags 0x%x", what, vcpu->run->spp.flags);
+		TEST_ASSERT(!vcpu->run->spp.insn_len, "%s: insn_len %u", what,
+			    vcpu->run->spp.insn_len);
+		TEST_ASSERT(!(vcpu->run->flags & KVM_RUN_X86_GUEST_MODE),
+			    "%s: held in guest mode", what);
+		vcpu_regs_get(vcpu, &regs);
+		TEST_ASSERT(!rip || regs.rip == (uint64_t)rip,
+			    "%s: rip 0x%llx, expected 0x%lx", what, regs.rip,
+			    (uint64_t)rip);
+	}
+}
+
+/*
+ * The guest is in L2 at a GUEST_SYNC: a SET that would deny a write of
+ * @claimed fails with EBUSY and changes nothing, one of @free succeeds.
+ */
+static void expect_claimed(struct kvm_vm *vm, uint64_t claimed, uint64_t free)
+{
+	uint64_t gfn = claimed >> PAGE_SHIFT;
+	int sub = PAGE_OFF(claimed) / SUBPAGE;
+	uint32_t vec;
+	struct kvm_subpage_access sa = {
+		.base_gfn = gfn, .npages = 1, .access_map = (uintptr_t)&vec,
+	};
+
+	TEST_ASSERT_EQ(spp_try_set1(vm, gfn, PROT(sub)), EBUSY);
+	vm_ioctl(vm, KVM_SUBPAGES_GET_ACCESS, &sa);
+	TEST_ASSERT_EQ(vec, FULL);
+	/* A range that only ends in the claimed sub-page is refused too. */
+	TEST_ASSERT_EQ(spp_try_set1(vm, gfn, PROT(sub) & PROT(0)), EBUSY);
+	TEST_ASSERT_EQ(spp_try_set1(vm, free >> PAGE_SHIFT,
+				    PROT(PAGE_OFF(free) / SUBPAGE)), 0);
+	spp_set1(vm, free >> PAGE_SHIFT, FULL);
+}
+
+static void nw_l2(void)
+{
+	GUEST_SYNC(NW_L2);
+	vmcall();
+}
+
+static void nw_l1(struct vmx_pages *vmx)
+{
+	struct vmx_msr_entry *e = (void *)(PG(NW_MSR_PAGE) + NW_MSR_OFF);
+	unsigned long l2_stack[64];
+
+	GUEST_ASSERT(prepare_for_vmx_operation(vmx));
+	GUEST_ASSERT(load_vmcs(vmx));
+	GUEST_SYNC(NW_VMCLEAR);		/* vmcs12 goes back to the region */
+	asm volatile("nw_vmclear: vmclear %0" : : "m"(vmx->vmcs_gpa)
+		     : "cc", "memory");
+
+	GUEST_ASSERT(!vmptrld(vmx->vmcs_gpa));
+	*(uint32_t *)vmx->shadow_vmcs = vmcs_revision();
+	GUEST_SYNC(NW_VMPTRLD);		/* so does the current one here */
+	asm volatile("nw_vmptrld: vmptrld %0" : : "m"(vmx->shadow_vmcs_gpa)
+		     : "cc", "memory");
+
+	GUEST_ASSERT(load_vmcs(vmx));
+	prepare_vmcs(vmx, nw_l2, &l2_stack[64]);
+	e->index = MSR_IA32_SYSENTER_CS;
+	e->reserved = 0;
+	e->value = 0;
+	vmwrite(GUEST_SYSENTER_CS, NW_SYSENTER_CS);
+	vmwrite(VM_EXIT_MSR_STORE_ADDR, (uint64_t)e);
+	vmwrite(VM_EXIT_MSR_STORE_COUNT, 1);
+	GUEST_SYNC(NW_ENTER);
+	GUEST_ASSERT(!vmlaunch());
+	GUEST_ASSERT_EQ(vmreadz(VM_EXIT_REASON), EXIT_REASON_VMCALL);
+	GUEST_SYNC(NW_L2_EXITED);
+	GUEST_DONE();
+}
+
+TEST(nested_writebacks_vmx)
+{
+	uint64_t msr_gpa = PG(NW_MSR_PAGE) + NW_MSR_OFF, vmcs_gfn;
+	struct vmx_pages *vmx;
+	struct kvm_vcpu *vcpu;
+	vm_vaddr_t vmx_gva;
+	struct kvm_vm *vm;
+	uint8_t before[PAGE_SIZE];
+
+	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
+	TEST_REQUIRE(kvm_has_cap(KVM_CAP_X86_GUEST_MODE));
+
+	vm = guard_vm(1, &vcpu, nw_l1);
+	vmx = vcpu_alloc_vmx(vm, &vmx_gva);
+	vcpu_args_set(vcpu, 1, vmx_gva);
+	vmcs_gfn = vmx->vmcs_gpa >> PAGE_SHIFT;
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "before VMCLEAR"), NW_VMCLEAR);
+	spp_set1(vm, vmcs_gfn, PROT(NW_VMCS_SUBPAGE));
+	memcpy(before, vmx->vmcs_hva, PAGE_SIZE);
+	expect_held(vcpu, vmx->vmcs_gpa + NW_VMCS_SUBPAGE * SUBPAGE, nw_vmclear,
+		    "VMCLEAR");
+	TEST_ASSERT(!memcmp(before, vmx->vmcs_hva, PAGE_SIZE),
+		    "VMCLEAR wrote to a VMCS region with a protected sub-page");
+	spp_set1(vm, vmcs_gfn, FULL);
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "before VMPTRLD"), NW_VMPTRLD);
+	spp_set1(vm, vmcs_gfn, PROT(NW_VMCS_SUBPAGE));
+	memcpy(before, vmx->vmcs_hva, PAGE_SIZE);
+	expect_held(vcpu, vmx->vmcs_gpa + NW_VMCS_SUBPAGE * SUBPAGE, nw_vmptrld,
+		    "VMPTRLD");
+	TEST_ASSERT(!memcmp(before, vmx->vmcs_hva, PAGE_SIZE),
+		    "VMPTRLD wrote back to a VMCS region with a protected sub-page");
+	spp_set1(vm, vmcs_gfn, FULL);
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "before VMLAUNCH"), NW_ENTER);
+	spp_set1(vm, GUARD_GFN + NW_MSR_PAGE, PROT(NW_MSR_SUBPAGE));
+	expect_held(vcpu, msr_gpa, NULL, "VMLAUNCH with a protected MSR-store list");
+	spp_set1(vm, GUARD_GFN + NW_MSR_PAGE, FULL);
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "in L2"), NW_L2);
+	TEST_ASSERT(vcpu->run->flags & KVM_RUN_X86_GUEST_MODE, "not in L2");
+	expect_claimed(vm, msr_gpa, PG(NW_MSR_PAGE) + 20 * SUBPAGE);
+	/* Claims are of what KVM writes, not of whole pages. */
+	TEST_ASSERT_EQ(spp_try_set1(vm, GUARD_GFN + NW_MSR_PAGE,
+				    PROT(NW_MSR_SUBPAGE + 1)), 0);
+	spp_set1(vm, GUARD_GFN + NW_MSR_PAGE, FULL);
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "back in L1"), NW_L2_EXITED);
+	TEST_ASSERT_EQ(*(uint64_t *)addr_gpa2hva(vm, msr_gpa + 8),
+		       NW_SYSENTER_CS);
+	/* L2 is gone: nothing is claimed any more. */
+	TEST_ASSERT_EQ(spp_try_set1(vm, GUARD_GFN + NW_MSR_PAGE,
+				    PROT(NW_MSR_SUBPAGE)), 0);
+	spp_set1(vm, GUARD_GFN + NW_MSR_PAGE, FULL);
+
+	vcpu_run(vcpu);
+	if (get_ucall(vcpu, NULL) != UCALL_DONE)
+		unexpected_exit(vcpu, "L1's end");
+	kvm_vm_free(vm);
+}
+
+static void ns_l2(void)
+{
+	GUEST_SYNC(NW_L2);
+	vmmcall();
+}
+
+static void ns_l1(struct svm_test_data *svm)
+{
+	unsigned long l2_stack[64];
+
+	generic_svm_setup(svm, ns_l2, &l2_stack[64]);
+	wrmsr(MSR_STAR, NS_STAR);
+	GUEST_SYNC(NW_VMSAVE);
+	asm volatile("ns_vmsave: vmsave %%rax" : : "a"(PG(NS_SAVE_PAGE))
+		     : "memory");
+	GUEST_SYNC(NW_ENTER);
+	run_guest(svm->vmcb, svm->vmcb_gpa);
+	GUEST_ASSERT_EQ(svm->vmcb->control.exit_code, SVM_EXIT_VMMCALL);
+	GUEST_SYNC(NW_L2_EXITED);
+	GUEST_DONE();
+}
+
+TEST(nested_writebacks_svm)
+{
+	uint64_t star_gpa = PG(NS_SAVE_PAGE) + offsetof(struct vmcb, save.star);
+	struct svm_test_data *svm;
+	struct kvm_vcpu *vcpu;
+	vm_vaddr_t svm_gva;
+	struct kvm_vm *vm;
+	uint8_t before[PAGE_SIZE];
+	uint64_t vmcb_gfn;
+
+	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_SVM));
+	TEST_REQUIRE(kvm_has_cap(KVM_CAP_X86_GUEST_MODE));
+
+	vm = guard_vm(1, &vcpu, ns_l1);
+	svm = vcpu_alloc_svm(vm, &svm_gva);
+	vcpu_args_set(vcpu, 1, svm_gva);
+	vmcb_gfn = svm->vmcb_gpa >> PAGE_SHIFT;
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "before VMSAVE"), NW_VMSAVE);
+	spp_set1(vm, GUARD_GFN + NS_SAVE_PAGE, PROT(star_gpa / SUBPAGE % 32));
+	memcpy(before, addr_gpa2hva(vm, PG(NS_SAVE_PAGE)), PAGE_SIZE);
+	expect_held(vcpu, star_gpa, ns_vmsave, "VMSAVE");
+	TEST_ASSERT(!memcmp(before, addr_gpa2hva(vm, PG(NS_SAVE_PAGE)), PAGE_SIZE),
+		    "VMSAVE wrote to a page with a protected sub-page");
+	spp_set1(vm, GUARD_GFN + NS_SAVE_PAGE, FULL);
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "before VMRUN"), NW_ENTER);
+	TEST_ASSERT_EQ(*(uint64_t *)addr_gpa2hva(vm, star_gpa), NS_STAR);
+	spp_set1(vm, vmcb_gfn, PROT(NW_VMCS_SUBPAGE));
+	memcpy(before, svm->vmcb_hva, PAGE_SIZE);
+	expect_held(vcpu, svm->vmcb_gpa + NW_VMCS_SUBPAGE * SUBPAGE, NULL,
+		    "VMRUN with a protected vmcb12");
+	TEST_ASSERT(!memcmp(before, svm->vmcb_hva, PAGE_SIZE),
+		    "vmcb12 with a protected sub-page was written");
+	spp_set1(vm, vmcb_gfn, FULL);
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "in L2"), NW_L2);
+	TEST_ASSERT(vcpu->run->flags & KVM_RUN_X86_GUEST_MODE, "not in L2");
+	expect_claimed(vm, svm->vmcb_gpa + NW_VMCS_SUBPAGE * SUBPAGE,
+		       PG(NS_SAVE_PAGE));
+	/* L1's host save area, written if an SMI arrives while L2 runs. */
+	expect_claimed(vm, svm->save_area_gpa + offsetof(struct vmcb, save),
+		       svm->save_area_gpa + PAGE_SIZE - SUBPAGE);
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "back in L1"), NW_L2_EXITED);
+	TEST_ASSERT_EQ(spp_try_set1(vm, vmcb_gfn, PROT(NW_VMCS_SUBPAGE)), 0);
+	spp_set1(vm, vmcb_gfn, FULL);
+
+	vcpu_run(vcpu);
+	if (get_ucall(vcpu, NULL) != UCALL_DONE)
+		unexpected_exit(vcpu, "L1's end");
+	kvm_vm_free(vm);
 }
 
 int main(int argc, char *argv[])
