@@ -27,6 +27,9 @@
  *   KVM_EXIT_SPP names a toggled sub-page, no protected byte changes while a
  *   SET that protects it is in force, every permitted write lands, and no
  *   vCPU ever sees KVM_EXIT_INTERNAL_ERROR.
+ * - cpl3_writes: guest user mode writes a writable and a protected sub-page
+ *   and a supervisor page; the #PF of the latter pushes its frame on RSP0
+ *   into a protected sub-page (event delivery from CPL3).
  * - nested_writebacks_vmx/svm: an L1 hypervisor makes KVM write L1 memory
  *   it names (vmcs12 write-back, VMSAVE, the VM-exit MSR-store list, vmcb12
  *   and the host save area while L2 runs): no write reaches a protected
@@ -1263,6 +1266,219 @@ TEST(toggle_race)
 TEST(memslot_churn_race)
 {
 	race_run(RACE_CHURN_DIRTY_LOG | RACE_CHURN_MEMSLOT);
+}
+
+/*
+ * cpl3_writes
+ *
+ * Guest user mode (CPL3) against protected pages: a write to a writable
+ * sub-page lands, a write to a protected one exits (RIP and CPL3 kept) and
+ * is skipped by the VMM, a CPL3 write to a supervisor page that KVM write-
+ * protects for SPP raises the guest's #PF and writes nothing, and the #PF
+ * frame, pushed on the kernel stack (RSP0 from the TSS) into a protected
+ * sub-page, is held as event delivery and delivered exactly once when the
+ * VMM lifts the protection.  The two user data pages are different pages
+ * because of Bochs's TLB (see the top of this file): the denied write is
+ * the first write to its page.
+ */
+#define C3_OK_PAGE		12	/* user data, write to sub-page 2 */
+#define C3_USTACK_PAGE		13	/* user stack */
+#define C3_KSTACK_PAGE		14	/* RSP0: kernel stack for CPL3 events */
+#define C3_DENY_PAGE		15	/* user data, write to sub-page 3 */
+#define C3_PROT_SUBPAGE		3
+#define C3_OK			(PG(C3_OK_PAGE) + 2 * SUBPAGE + 8)
+#define C3_DENIED		(PG(C3_DENY_PAGE) + C3_PROT_SUBPAGE * SUBPAGE + 8)
+#define C3_RSP0_SUBPAGE		16
+#define C3_RSP0			(PG(C3_KSTACK_PAGE) + C3_RSP0_SUBPAGE * SUBPAGE)
+#define C3_KWRITE		(PG(C3_KSTACK_PAGE) + 20 * SUBPAGE)
+#define C3_USER_DS		(5 * 8 + 3)
+#define C3_USER_CS		(6 * 8 + 3)
+#define C3_KERNEL_CS		0x8
+#define C3_KERNEL_DS		0x10
+
+extern const char cpl3_code[], cpl3_denied[], cpl3_kwrite[],
+		  cpl3_kwrite_end[], cpl3_ud2[], cpl3_back[];
+
+/* The user-mode code, alone in its page (the only code page marked user). */
+asm(".pushsection .text\n"
+    ".balign 4096\n"
+    "cpl3_code:\n"
+    "	movq %r8, (%r12)\n"
+    "cpl3_denied:\n"
+    "	movq %r9, (%r13)\n"
+    "cpl3_kwrite:\n"
+    "	movq %r10, (%r14)\n"
+    "cpl3_kwrite_end:\n"
+    "cpl3_ud2:\n"
+    "	ud2\n"
+    ".balign 4096\n"
+    ".popsection");
+
+static uint64_t cpl3_kernel_rsp;
+static int cpl3_pf, cpl3_ud;
+
+static void cpl3_pf_handler(struct ex_regs *regs)
+{
+	uint64_t cr2;
+
+	asm volatile("mov %%cr2, %0" : "=r"(cr2));
+	GUEST_ASSERT_EQ(regs->rip, (uint64_t)cpl3_kwrite);
+	GUEST_ASSERT_EQ(regs->cs, C3_USER_CS);
+	GUEST_ASSERT_EQ(cr2, C3_KWRITE);
+	cpl3_pf++;
+	regs->rip = (uint64_t)cpl3_kwrite_end;
+}
+
+/* ud2 ends user mode: back to guest_cpl3() at CPL0. */
+static void cpl3_ud_handler(struct ex_regs *regs)
+{
+	uint64_t *frame = &regs->rflags;	/* then RSP and SS */
+
+	GUEST_ASSERT_EQ(regs->rip, (uint64_t)cpl3_ud2);
+	cpl3_ud++;
+	regs->rip = (uint64_t)cpl3_back;
+	regs->cs = C3_KERNEL_CS;
+	frame[1] = cpl3_kernel_rsp;
+	frame[2] = C3_KERNEL_DS;
+}
+
+/* Run cpl3_code at CPL3 until its ud2 (no call between these and the asm). */
+static noinline void cpl3_enter(void)
+{
+	register uint64_t r8 asm("r8") = RA_V(1);
+	register uint64_t r9 asm("r9") = RA_V(2);
+	register uint64_t r10 asm("r10") = RA_V(3);
+	register uint64_t r12 asm("r12") = C3_OK;
+	register uint64_t r13 asm("r13") = C3_DENIED;
+	register uint64_t r14 asm("r14") = C3_KWRITE;
+
+	asm volatile("mov %%rsp, %[krsp]\n\t"
+		     "pushq %[ss]\n\t"
+		     "pushq %[rsp]\n\t"
+		     "pushq $2\n\t"
+		     "pushq %[cs]\n\t"
+		     "pushq %[rip]\n\t"
+		     "iretq\n"
+		     "cpl3_back:"
+		     : [krsp]"=m"(cpl3_kernel_rsp)
+		     : [ss]"i"(C3_USER_DS), [rsp]"r"(PG(C3_USTACK_PAGE + 1)),
+		       [cs]"i"(C3_USER_CS), [rip]"r"((uint64_t)cpl3_code),
+		       "r"(r8), "r"(r9), "r"(r10), "r"(r12), "r"(r13), "r"(r14)
+		     : "memory", "cc");
+}
+
+static void guest_cpl3(void)
+{
+	GUEST_SYNC(1);
+	cpl3_enter();
+	GUEST_SYNC(2);
+	GUEST_DONE();
+}
+
+/* Let CPL3 access @gva: set the U bit at every level of its translation. */
+static void make_user(struct kvm_vm *vm, uint64_t gva)
+{
+	uint64_t *table = addr_gpa2hva(vm, vm->pgd), *e;
+	int level;
+
+	for (level = 3; level >= 0; level--) {
+		e = &table[(gva >> (12 + 9 * level)) & 511];
+		TEST_ASSERT(*e & PTE_PRESENT_MASK, "0x%lx not mapped", gva);
+		*e |= PTE_USER_MASK;
+		if (!level || (*e & PTE_LARGE_MASK))
+			break;
+		table = addr_gpa2hva(vm, *e & PHYSICAL_PAGE_MASK);
+	}
+}
+
+static uint8_t c3_byte(struct kvm_vm *vm, uint64_t gpa)
+{
+	return *(uint8_t *)addr_gpa2hva(vm, gpa);
+}
+
+TEST(cpl3_writes)
+{
+	uint64_t *gdt, frame_gpa;
+	struct kvm_vcpu *vcpu;
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+	struct kvm_vm *vm;
+	int i;
+
+	vm = guard_vm(1, &vcpu, guest_cpl3);
+	vm_install_exception_handler(vm, PF_VECTOR, cpl3_pf_handler);
+	vm_install_exception_handler(vm, UD_VECTOR, cpl3_ud_handler);
+	gdt = addr_gva2hva(vm, vm->arch.gdt);
+	gdt[C3_USER_DS >> 3] = 0x00cff3000000ffffULL;	/* data, DPL 3 */
+	gdt[C3_USER_CS >> 3] = 0x00affb000000ffffULL;	/* 64-bit code, DPL 3 */
+	*(uint64_t *)((uint8_t *)addr_gva2hva(vm, vm->arch.tss) + 4) = C3_RSP0;
+	make_user(vm, (uint64_t)cpl3_code);
+	make_user(vm, PG(C3_OK_PAGE));
+	make_user(vm, PG(C3_USTACK_PAGE));
+	make_user(vm, PG(C3_DENY_PAGE));
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "before user mode"), 1);
+	spp_set1(vm, GUARD_GFN + C3_OK_PAGE, PROT(C3_PROT_SUBPAGE));
+	spp_set1(vm, GUARD_GFN + C3_DENY_PAGE, PROT(C3_PROT_SUBPAGE));
+	spp_set1(vm, GUARD_GFN + C3_KSTACK_PAGE, PROT(C3_RSP0_SUBPAGE - 1));
+
+	/* The denied write, at CPL3. */
+	vcpu_run(vcpu);
+	if (vcpu->run->exit_reason != KVM_EXIT_SPP)
+		unexpected_exit(vcpu, "CPL3 write to a protected sub-page");
+	TEST_ASSERT_EQ(vcpu->run->spp.gpa, C3_DENIED);
+	TEST_ASSERT_EQ(vcpu->run->spp.flags, spp_flags(0));
+	TEST_ASSERT_EQ(vcpu->run->spp.insn_len, cpl3_kwrite - cpl3_denied);
+	vcpu_regs_get(vcpu, &regs);
+	vcpu_sregs_get(vcpu, &sregs);
+	TEST_ASSERT_EQ(regs.rip, (uint64_t)cpl3_denied);
+	TEST_ASSERT_EQ(sregs.cs.selector, C3_USER_CS);
+	TEST_ASSERT_EQ(sregs.cs.dpl, 3);
+	TEST_ASSERT_EQ(*(uint64_t *)addr_gpa2hva(vm, C3_OK), RA_V(1));
+	vcpu->run->spp.action = KVM_SPP_ACTION_SKIP;
+
+	/*
+	 * The CPL3 write to the supervisor page faults in the guest; the #PF
+	 * frame goes to RSP0, into the protected sub-page below it.
+	 */
+	vcpu_run(vcpu);
+	if (vcpu->run->exit_reason != KVM_EXIT_SPP)
+		unexpected_exit(vcpu, "#PF frame on a protected sub-page");
+	TEST_ASSERT_EQ(vcpu->run->spp.flags,
+		       spp_flags(KVM_SPP_EXIT_EVENT_DELIVERY));
+	frame_gpa = vcpu->run->spp.gpa;
+	TEST_ASSERT(frame_gpa >= C3_RSP0 - SUBPAGE && frame_gpa < C3_RSP0,
+		    "spp.gpa 0x%lx, expected in the sub-page below RSP0",
+		    frame_gpa);
+	vcpu_regs_get(vcpu, &regs);
+	TEST_ASSERT_EQ(regs.rip, (uint64_t)cpl3_kwrite);
+	for (i = 0; i < SUBPAGE; i++)
+		TEST_ASSERT_EQ(c3_byte(vm, C3_RSP0 - SUBPAGE + i),
+			       pattern(C3_KSTACK_PAGE * PAGE_SIZE +
+				       (C3_RSP0_SUBPAGE - 1) * SUBPAGE + i));
+	spp_set1(vm, GUARD_GFN + C3_KSTACK_PAGE, FULL);
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, "back at CPL0"), 2);
+	sync_global_from_guest(vm, cpl3_pf);
+	sync_global_from_guest(vm, cpl3_ud);
+	TEST_ASSERT_EQ(cpl3_pf, 1);
+	TEST_ASSERT_EQ(cpl3_ud, 1);
+	for (i = 0; i < 8; i++) {
+		TEST_ASSERT_EQ(c3_byte(vm, C3_DENIED + i),
+			       pattern(C3_DENY_PAGE * PAGE_SIZE +
+				       PAGE_OFF(C3_DENIED) + i));
+		TEST_ASSERT_EQ(c3_byte(vm, C3_KWRITE + i),
+			       pattern(C3_KSTACK_PAGE * PAGE_SIZE +
+				       PAGE_OFF(C3_KWRITE) + i));
+	}
+	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), 2);
+
+	vcpu_run(vcpu);
+	if (get_ucall(vcpu, NULL) != UCALL_DONE)
+		unexpected_exit(vcpu, "the end");
+	kvm_vm_free(vm);
 }
 
 /*
