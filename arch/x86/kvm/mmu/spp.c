@@ -1154,7 +1154,7 @@ int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
  * @vcpu: the vCPU
  *
  * The instruction that faulted on a protected gfn cannot be emulated (e.g.
- * XSAVE, CMPXCHG16B, AVX stores), so KVM cannot apply the sub-page
+ * AVX stores, MOVDIR64B), so KVM cannot apply the sub-page
  * permissions to it.  Exit to userspace with KVM_EXIT_SPP and
  * KVM_SPP_EXIT_NOT_EMULATED: the VMM decides, e.g. lifts the protection and
  * lets the instruction retry.  Nothing of the instruction was committed.
