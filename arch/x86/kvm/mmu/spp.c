@@ -1150,6 +1150,41 @@ int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
 }
 
 /**
+ * kvm_spp_shadow_write_fault() - a write fault with shadow paging on SPP memory
+ * @vcpu: the vCPU
+ * @addr: the faulting address, translated by the guest's page tables (a
+ *	  GVA, or an L2 GPA when L2 runs on shadow EPT/NPT)
+ * @error_code: the page-fault error code (PFERR_*)
+ *
+ * With shadow paging (also for L2 on nested TDP), a write to a gfn under
+ * sub-page write protection is emulated like any write to a write-protected
+ * gfn, and the emulator applies the permissions.  Not when the CPU was
+ * delivering an event: KVM would emulate the instruction at RIP in place of
+ * the event's writes.  Then, as with TDP (kvm_spp_write_fault()), the vCPU
+ * exits with KVM_SPP_EXIT_EVENT_DELIVERY and the event, requeued by the
+ * vendor code, is delivered again when the vCPU resumes.
+ *
+ * Return: 0 after preparing that exit, 1 if the fault is not such a write.
+ */
+int kvm_spp_shadow_write_fault(struct kvm_vcpu *vcpu, gpa_t addr,
+			       u64 error_code)
+{
+	struct kvm_mmu *mmu = vcpu->arch.mmu;
+	gpa_t gpa;
+
+	if (!kvm_spp_enabled(vcpu->kvm) || !kvm_event_needs_reinjection(vcpu))
+		return 1;
+	gpa = mmu->gva_to_gpa(vcpu, mmu, addr, error_code &
+			      (PFERR_WRITE_MASK | PFERR_USER_MASK), NULL);
+	if (gpa == INVALID_GPA || !kvm_spp_gfn_protected(vcpu->kvm,
+							 gpa_to_gfn(gpa)))
+		return 1;
+	spp_prepare_exit(vcpu, gpa, 0, 0, spp_exit_flags(vcpu->kvm) |
+			 KVM_SPP_EXIT_EVENT_DELIVERY);
+	return 0;
+}
+
+/**
  * kvm_spp_emulation_failure() - KVM could not emulate an access to SPP memory
  * @vcpu: the vCPU
  *

@@ -21,6 +21,8 @@ u64 kvm_spp_sppt_root(struct kvm *kvm);
 int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa);
 int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
 			void *insn, int insn_len);
+int kvm_spp_shadow_write_fault(struct kvm_vcpu *vcpu, gpa_t addr,
+			       u64 error_code);
 int kvm_spp_emulation_failure(struct kvm_vcpu *vcpu);
 u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
 		      gfn_t gfn, int level);
@@ -66,6 +68,12 @@ static inline int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa,
 static inline int kvm_spp_emulation_failure(struct kvm_vcpu *vcpu)
 {
 	return -EIO;
+}
+
+static inline int kvm_spp_shadow_write_fault(struct kvm_vcpu *vcpu, gpa_t addr,
+					     u64 error_code)
+{
+	return 1;
 }
 
 static inline u64 kvm_spp_spte_mask(struct kvm *kvm,

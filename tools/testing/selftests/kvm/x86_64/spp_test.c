@@ -144,6 +144,33 @@ asm(".pushsection .text\n"
 "	lock cmpxchgq %rdx, (%rdi)\n"
 "spp_cmpxchg_end:\n"
 "	ret\n"
+"spp_cmpxchg8b:\n"
+"	pushq %rbx\n"
+"	movq %rdx, %rbx\n"
+"	movq %rdx, %rcx\n"
+"	shrq $32, %rcx\n"
+"	movq %rsi, %rax\n"
+"	movq %rsi, %rdx\n"
+"	shrq $32, %rdx\n"
+"spp_cmpxchg8b_insn:\n"
+"	lock cmpxchg8b (%rdi)\n"
+"spp_cmpxchg8b_end:\n"
+"	shlq $32, %rdx\n"
+"	movl %eax, %eax\n"
+"	orq %rdx, %rax\n"
+"	popq %rbx\n"
+"	ret\n"
+"spp_cmpxchg16b:\n"
+"	pushq %rbx\n"
+"	movq (%rdx), %rbx\n"
+"	movq 8(%rdx), %rcx\n"
+"	movq (%rsi), %rax\n"
+"	movq 8(%rsi), %rdx\n"
+"spp_cmpxchg16b_insn:\n"
+"	lock cmpxchg16b (%rdi)\n"
+"spp_cmpxchg16b_end:\n"
+"	popq %rbx\n"
+"	ret\n"
 "spp_xchg:\n"
 "spp_xchg_insn:\n"
 "	xchgq %rsi, (%rdi)\n"
@@ -174,6 +201,9 @@ void spp_st16(uint64_t dst, const void *src);
 uint64_t spp_stosb(uint64_t dst, uint64_t val, uint64_t count);
 uint64_t spp_stosq(uint64_t dst, uint64_t val, uint64_t count);
 uint64_t spp_cmpxchg(uint64_t dst, uint64_t old, uint64_t new);
+uint64_t spp_cmpxchg8b(uint64_t dst, uint64_t old, uint64_t new);
+uint64_t spp_cmpxchg16b(uint64_t dst, const uint64_t *old,
+			const uint64_t *new);
 uint64_t spp_xchg(uint64_t dst, uint64_t val);
 void spp_lock_add(uint64_t dst, uint64_t val);
 uint64_t spp_push(uint64_t rsp, uint64_t val);
@@ -184,6 +214,8 @@ extern const char spp_st16_insn[], spp_st16_end[];
 extern const char spp_stosb_insn[], spp_stosb_end[];
 extern const char spp_stosq_insn[], spp_stosq_end[];
 extern const char spp_cmpxchg_insn[], spp_cmpxchg_end[];
+extern const char spp_cmpxchg8b_insn[], spp_cmpxchg8b_end[];
+extern const char spp_cmpxchg16b_insn[], spp_cmpxchg16b_end[];
 extern const char spp_xchg_insn[], spp_xchg_end[];
 extern const char spp_lock_add_insn[], spp_lock_add_end[];
 extern const char spp_push_insn[], spp_push_end[];
@@ -191,7 +223,7 @@ extern const char spp_push_insn[], spp_push_end[];
 enum spp_op {
 	OP_ST1, OP_ST2, OP_ST4, OP_ST8, OP_ST16,
 	OP_STOSB, OP_STOSQ, OP_CMPXCHG, OP_XCHG, OP_LOCK_ADD, OP_PUSH,
-	NR_OPS,
+	OP_CMPXCHG8B, OP_CMPXCHG16B, NR_OPS,
 };
 
 struct spp_insn {
@@ -214,6 +246,10 @@ static const struct spp_insn spp_insns[NR_OPS] = {
 	[OP_XCHG]	= { "xchg %rsi,(%rdi)",		spp_xchg_insn,	spp_xchg_end,	3, 8 },
 	[OP_LOCK_ADD]	= { "lock add %rsi,(%rdi)",	spp_lock_add_insn, spp_lock_add_end, 4, 8 },
 	[OP_PUSH]	= { "push %rsi",		spp_push_insn,	spp_push_end,	1, 8 },
+	[OP_CMPXCHG8B]	= { "lock cmpxchg8b (%rdi)", spp_cmpxchg8b_insn,
+			    spp_cmpxchg8b_end, 4, 8 },
+	[OP_CMPXCHG16B]	= { "lock cmpxchg16b (%rdi)", spp_cmpxchg16b_insn,
+			    spp_cmpxchg16b_end, 5, 16 },
 };
 
 /*
@@ -226,8 +262,8 @@ struct spp_step {
 	bool denied;
 	uint64_t gva;		/* destination; OP_PUSH: RSP before the push */
 	uint64_t a;		/* stos/xchg/add/push: value; cmpxchg: old */
-	uint64_t b;		/* stos: count; cmpxchg: new */
-	uint8_t val[16];	/* data of OP_ST* */
+	uint64_t b;		/* stos: count; cmpxchg: new; cmpxchg16b: old */
+	uint8_t val[16];	/* data of OP_ST*; cmpxchg16b: new */
 	uint64_t exp_gpa;	/* denied: expected spp.gpa */
 	uint64_t exp_rcx;	/* denied rep stos: RCX and RDI at the exit */
 	uint64_t exp_rdi;
@@ -294,6 +330,19 @@ static void guest_do_step(const struct spp_step *s)
 	case OP_LOCK_ADD:
 		spp_lock_add(s->gva, s->a);
 		break;
+	case OP_CMPXCHG8B:
+		cur = READ_ONCE(*(uint64_t *)s->gva);
+		ret = spp_cmpxchg8b(s->gva, s->a, s->b);
+		GUEST_ASSERT_EQ(ret, s->denied ? s->a : cur);
+		break;
+	case OP_CMPXCHG16B: {
+		uint64_t old[2] = { s->a, s->b };
+
+		cur = READ_ONCE(*(uint64_t *)s->gva);
+		ret = spp_cmpxchg16b(s->gva, old, (const uint64_t *)s->val);
+		GUEST_ASSERT_EQ(ret, s->denied ? s->a : cur);
+		break;
+	}
 	case OP_PUSH:
 		ret = spp_push(s->gva, s->a);
 		GUEST_ASSERT_EQ(ret, s->denied ? s->gva : s->gva - 8);
@@ -737,9 +786,16 @@ static void apply_steps(FIXTURE_DATA(spp) *self)
 				memcpy(p + k * size, &s->a, size);
 			break;
 		case OP_CMPXCHG:
+		case OP_CMPXCHG8B:
 			p = model(self, s->gva, 8);
 			if (!s->denied && !memcmp(p, &s->a, 8))
 				memcpy(p, &s->b, 8);
+			break;
+		case OP_CMPXCHG16B:
+			p = model(self, s->gva, 16);
+			if (!s->denied && !memcmp(p, &s->a, 8) &&
+			    !memcmp(p + 8, &s->b, 8))
+				memcpy(p, s->val, 16);
 			break;
 		case OP_XCHG:
 			if (!s->denied)
@@ -1267,7 +1323,7 @@ TEST_F_TIMEOUT(spp, rep_stos, SPP_TIMEOUT)
 TEST_F_TIMEOUT(spp, locked_rmw_and_push, SPP_TIMEOUT)
 {
 	struct spp_step *s;
-	int exits;
+	int exits, i;
 
 	spp_vm_init_sw(self, SPP_NPAGES);
 	spp_set1(self->vm, SPP_GFN, SPP_PROT(SP_BIT(1)));
@@ -1294,8 +1350,32 @@ TEST_F_TIMEOUT(spp, locked_rmw_and_push, SPP_TIMEOUT)
 	allow(OP_PUSH, SP(0, 2) + 64);
 	deny(OP_PUSH, SP(0, 1) + 4, GPA(SP(0, 1) - 4));
 
+	/*
+	 * CMPXCHG8B and CMPXCHG16B, compare failing and succeeding (the
+	 * sequence that once froze the emulated host, issue 7 item 9).
+	 */
+	s = deny(OP_CMPXCHG8B, SP(0, 1) + 40, GPA(SP(0, 1) + 40));
+	s->a = read64(self, s->gva);
+	s->b = 0x8b8b8b8b01010101ULL;
+	s = allow(OP_CMPXCHG8B, SP(0, 0) + 40);
+	s->a = ~read64(self, s->gva);
+	s = allow(OP_CMPXCHG8B, SP(0, 0) + 40);
+	s->a = read64(self, s->gva);
+	s->b = 0x8b8b8b8b02020202ULL;
+	for (i = 0; i < 3; i++) {
+		uint64_t gva = i ? SP(0, 0) + 48 : SP(0, 1) + 48;
+
+		s = i ? allow(OP_CMPXCHG16B, gva) :
+			deny(OP_CMPXCHG16B, gva, GPA(gva));
+		s->a = read64(self, gva);
+		s->b = read64(self, gva + 8);
+		if (i == 1)	/* the compare fails */
+			s->b = ~s->b;
+		memset(s->val, 0x16 + i, sizeof(s->val));
+	}
+
 	exits = run_steps(self);
-	TEST_ASSERT_EQ(exits, 6);
+	TEST_ASSERT_EQ(exits, 8);
 	TEST_ASSERT_EQ(vcpu_stat(self->vcpu, "spp_exits"), exits);
 }
 
