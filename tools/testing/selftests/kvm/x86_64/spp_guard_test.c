@@ -177,6 +177,16 @@ static void __noreturn unexpected_exit(struct kvm_vcpu *vcpu, const char *where)
 		  run->exit_reason, exit_reason_str(run->exit_reason));
 }
 
+/* The guest's last step: run it to GUEST_DONE, then free the VM. */
+static void run_to_done(struct kvm_vm *vm, struct kvm_vcpu *vcpu,
+			const char *where)
+{
+	vcpu_run(vcpu);
+	if (get_ucall(vcpu, NULL) != UCALL_DONE)
+		unexpected_exit(vcpu, where);
+	kvm_vm_free(vm);
+}
+
 static uint64_t expect_sync(struct kvm_vcpu *vcpu, const char *where)
 {
 	struct ucall uc;
@@ -966,10 +976,7 @@ TEST(nested_event_frames)
 	vcpu_run(vcpu);
 	TEST_ASSERT_EQ(expect_sync(vcpu, "L1 after L2's #BP"), 1);
 	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), 2);
-	vcpu_run(vcpu);
-	if (get_ucall(vcpu, NULL) != UCALL_DONE)
-		unexpected_exit(vcpu, "L1's end");
-	kvm_vm_free(vm);
+	run_to_done(vm, vcpu, "L1's end");
 }
 
 /*
@@ -1645,10 +1652,7 @@ TEST(cpl3_writes)
 	}
 	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), 2);
 
-	vcpu_run(vcpu);
-	if (get_ucall(vcpu, NULL) != UCALL_DONE)
-		unexpected_exit(vcpu, "the end");
-	kvm_vm_free(vm);
+	run_to_done(vm, vcpu, "the end");
 }
 
 /*
@@ -1717,6 +1721,27 @@ static void expect_held(struct kvm_vcpu *vcpu, uint64_t gpa, const char *rip,
 }
 
 /*
+ * At the guest's GUEST_SYNC(@stage), protect sub-page @sub of the page at
+ * @page: the next instruction is held at @gpa with nothing of the page
+ * written, and goes on once the protection is lifted.
+ */
+static void hold_page_write(struct kvm_vm *vm, struct kvm_vcpu *vcpu,
+			    int stage, uint64_t page, int sub, uint64_t gpa,
+			    const char *rip, const char *what)
+{
+	uint8_t before[PAGE_SIZE], *hva = addr_gpa2hva(vm, page);
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_EQ(expect_sync(vcpu, what), stage);
+	spp_set1(vm, page >> PAGE_SHIFT, PROT(sub));
+	memcpy(before, hva, PAGE_SIZE);
+	expect_held(vcpu, gpa, rip, what);
+	TEST_ASSERT(!memcmp(before, hva, PAGE_SIZE),
+		    "%s wrote to a page with a protected sub-page", what);
+	spp_set1(vm, page >> PAGE_SHIFT, FULL);
+}
+
+/*
  * The guest is in L2 at a GUEST_SYNC: a SET that would deny a write of
  * @claimed fails with EBUSY and changes nothing, one of @free succeeds.
  */
@@ -1779,12 +1804,11 @@ static void nw_l1(struct vmx_pages *vmx)
 
 TEST(nested_writebacks_vmx)
 {
-	uint64_t msr_gpa = PG(NW_MSR_PAGE) + NW_MSR_OFF, vmcs_gfn;
+	uint64_t msr_gpa = PG(NW_MSR_PAGE) + NW_MSR_OFF, vmcs_sub;
 	struct vmx_pages *vmx;
 	struct kvm_vcpu *vcpu;
 	vm_vaddr_t vmx_gva;
 	struct kvm_vm *vm;
-	uint8_t before[PAGE_SIZE];
 
 	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
 	TEST_REQUIRE(kvm_has_cap(KVM_CAP_X86_GUEST_MODE));
@@ -1792,33 +1816,14 @@ TEST(nested_writebacks_vmx)
 	vm = guard_vm(1, &vcpu, nw_l1);
 	vmx = vcpu_alloc_vmx(vm, &vmx_gva);
 	vcpu_args_set(vcpu, 1, vmx_gva);
-	vmcs_gfn = vmx->vmcs_gpa >> PAGE_SHIFT;
 
-	vcpu_run(vcpu);
-	TEST_ASSERT_EQ(expect_sync(vcpu, "before VMCLEAR"), NW_VMCLEAR);
-	spp_set1(vm, vmcs_gfn, PROT(NW_VMCS_SUBPAGE));
-	memcpy(before, vmx->vmcs_hva, PAGE_SIZE);
-	expect_held(vcpu, vmx->vmcs_gpa + NW_VMCS_SUBPAGE * SUBPAGE, nw_vmclear,
-		    "VMCLEAR");
-	TEST_ASSERT(!memcmp(before, vmx->vmcs_hva, PAGE_SIZE),
-		    "VMCLEAR wrote to a VMCS region with a protected sub-page");
-	spp_set1(vm, vmcs_gfn, FULL);
-
-	vcpu_run(vcpu);
-	TEST_ASSERT_EQ(expect_sync(vcpu, "before VMPTRLD"), NW_VMPTRLD);
-	spp_set1(vm, vmcs_gfn, PROT(NW_VMCS_SUBPAGE));
-	memcpy(before, vmx->vmcs_hva, PAGE_SIZE);
-	expect_held(vcpu, vmx->vmcs_gpa + NW_VMCS_SUBPAGE * SUBPAGE, nw_vmptrld,
-		    "VMPTRLD");
-	TEST_ASSERT(!memcmp(before, vmx->vmcs_hva, PAGE_SIZE),
-		    "VMPTRLD wrote back to a VMCS region with a protected sub-page");
-	spp_set1(vm, vmcs_gfn, FULL);
-
-	vcpu_run(vcpu);
-	TEST_ASSERT_EQ(expect_sync(vcpu, "before VMLAUNCH"), NW_ENTER);
-	spp_set1(vm, GUARD_GFN + NW_MSR_PAGE, PROT(NW_MSR_SUBPAGE));
-	expect_held(vcpu, msr_gpa, NULL, "VMLAUNCH with a protected MSR-store list");
-	spp_set1(vm, GUARD_GFN + NW_MSR_PAGE, FULL);
+	vmcs_sub = vmx->vmcs_gpa + NW_VMCS_SUBPAGE * SUBPAGE;
+	hold_page_write(vm, vcpu, NW_VMCLEAR, vmx->vmcs_gpa, NW_VMCS_SUBPAGE,
+			vmcs_sub, nw_vmclear, "VMCLEAR");
+	hold_page_write(vm, vcpu, NW_VMPTRLD, vmx->vmcs_gpa, NW_VMCS_SUBPAGE,
+			vmcs_sub, nw_vmptrld, "VMPTRLD of another VMCS");
+	hold_page_write(vm, vcpu, NW_ENTER, PG(NW_MSR_PAGE), NW_MSR_SUBPAGE,
+			msr_gpa, NULL, "VMLAUNCH with a protected MSR-store list");
 
 	vcpu_run(vcpu);
 	TEST_ASSERT_EQ(expect_sync(vcpu, "in L2"), NW_L2);
@@ -1838,10 +1843,7 @@ TEST(nested_writebacks_vmx)
 				    PROT(NW_MSR_SUBPAGE)), 0);
 	spp_set1(vm, GUARD_GFN + NW_MSR_PAGE, FULL);
 
-	vcpu_run(vcpu);
-	if (get_ucall(vcpu, NULL) != UCALL_DONE)
-		unexpected_exit(vcpu, "L1's end");
-	kvm_vm_free(vm);
+	run_to_done(vm, vcpu, "L1's end");
 }
 
 static void ns_l2(void)
@@ -1873,7 +1875,6 @@ TEST(nested_writebacks_svm)
 	struct kvm_vcpu *vcpu;
 	vm_vaddr_t svm_gva;
 	struct kvm_vm *vm;
-	uint8_t before[PAGE_SIZE];
 	uint64_t vmcb_gfn;
 
 	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_SVM));
@@ -1884,25 +1885,13 @@ TEST(nested_writebacks_svm)
 	vcpu_args_set(vcpu, 1, svm_gva);
 	vmcb_gfn = svm->vmcb_gpa >> PAGE_SHIFT;
 
-	vcpu_run(vcpu);
-	TEST_ASSERT_EQ(expect_sync(vcpu, "before VMSAVE"), NW_VMSAVE);
-	spp_set1(vm, GUARD_GFN + NS_SAVE_PAGE, PROT(star_gpa / SUBPAGE % 32));
-	memcpy(before, addr_gpa2hva(vm, PG(NS_SAVE_PAGE)), PAGE_SIZE);
-	expect_held(vcpu, star_gpa, ns_vmsave, "VMSAVE");
-	TEST_ASSERT(!memcmp(before, addr_gpa2hva(vm, PG(NS_SAVE_PAGE)), PAGE_SIZE),
-		    "VMSAVE wrote to a page with a protected sub-page");
-	spp_set1(vm, GUARD_GFN + NS_SAVE_PAGE, FULL);
-
-	vcpu_run(vcpu);
-	TEST_ASSERT_EQ(expect_sync(vcpu, "before VMRUN"), NW_ENTER);
+	hold_page_write(vm, vcpu, NW_VMSAVE, PG(NS_SAVE_PAGE),
+			PAGE_OFF(star_gpa) / SUBPAGE, star_gpa, ns_vmsave,
+			"VMSAVE");
+	hold_page_write(vm, vcpu, NW_ENTER, svm->vmcb_gpa, NW_VMCS_SUBPAGE,
+			svm->vmcb_gpa + NW_VMCS_SUBPAGE * SUBPAGE, NULL,
+			"VMRUN with a protected vmcb12");
 	TEST_ASSERT_EQ(*(uint64_t *)addr_gpa2hva(vm, star_gpa), NS_STAR);
-	spp_set1(vm, vmcb_gfn, PROT(NW_VMCS_SUBPAGE));
-	memcpy(before, svm->vmcb_hva, PAGE_SIZE);
-	expect_held(vcpu, svm->vmcb_gpa + NW_VMCS_SUBPAGE * SUBPAGE, NULL,
-		    "VMRUN with a protected vmcb12");
-	TEST_ASSERT(!memcmp(before, svm->vmcb_hva, PAGE_SIZE),
-		    "vmcb12 with a protected sub-page was written");
-	spp_set1(vm, vmcb_gfn, FULL);
 
 	vcpu_run(vcpu);
 	TEST_ASSERT_EQ(expect_sync(vcpu, "in L2"), NW_L2);
@@ -1918,10 +1907,7 @@ TEST(nested_writebacks_svm)
 	TEST_ASSERT_EQ(spp_try_set1(vm, vmcb_gfn, PROT(NW_VMCS_SUBPAGE)), 0);
 	spp_set1(vm, vmcb_gfn, FULL);
 
-	vcpu_run(vcpu);
-	if (get_ucall(vcpu, NULL) != UCALL_DONE)
-		unexpected_exit(vcpu, "L1's end");
-	kvm_vm_free(vm);
+	run_to_done(vm, vcpu, "L1's end");
 }
 
 int main(int argc, char *argv[])
