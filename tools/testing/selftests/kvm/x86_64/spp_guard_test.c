@@ -518,8 +518,10 @@ TEST(page_table_page)
 #define X86_FEATURE_XSAVEC_	KVM_X86_CPU_FEATURE(0xD, 1, EAX, 1)
 #define X86_FEATURE_SSE4_1_	KVM_X86_CPU_FEATURE(0x1, 0, ECX, 19)
 
-enum { WW_FXSAVE64 = 1, WW_FXSAVE, WW_XSAVE, WW_XSAVE_DENIED, WW_XSAVEOPT,
-       WW_XSAVEC, WW_XSAVES, WW_CX16, WW_SSE41, WW_NR };
+enum {
+	WW_FXSAVE64 = 1, WW_FXSAVE, WW_XSAVE, WW_XSAVE_DENIED, WW_XSAVEOPT,
+	WW_XSAVEC, WW_XSAVES, WW_CX16, WW_SSE41, WW_NR
+};
 
 static const struct {
 	const char *name;
@@ -1676,8 +1678,9 @@ TEST(cpl3_writes)
 #define NS_SAVE_PAGE		11
 #define NS_STAR			0x0023001000000000ULL
 
-enum { NW_VMCLEAR = 1, NW_VMPTRLD, NW_ENTER, NW_L2, NW_L2_EXITED,
-       NW_VMSAVE };
+enum {
+	NW_VMCLEAR = 1, NW_VMPTRLD, NW_ENTER, NW_L2, NW_L2_EXITED, NW_VMSAVE
+};
 
 extern const char nw_vmclear[], nw_vmptrld[], ns_vmsave[];
 
