@@ -21,7 +21,7 @@ RESULTS   := $(BUILD)/results-$(FLAVOUR)
 JOBS      ?= $(shell nproc)
 CCACHE_DIR ?= /var/cache/kvm-spp/ccache
 export CCACHE_DIR
-CELLS     ?= bochs-tigerlake-tdp1 bochs-tigerlake-tdp0 \
+CELLS     ?= bochs-tigerlake-tdp1 bochs-tigerlake-tdp0-noad \
              bochs-skylake-tdp1 bochs-skylake-tdp0 \
              qemu-svm-tdp1 qemu-svm-tdp0
 # Cells that `make check` also runs with the debug kernel (KASAN, lockdep,

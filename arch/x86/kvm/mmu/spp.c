@@ -5,14 +5,15 @@
  * A VMM can make any 128-byte sub-page of a 4 KiB guest page read-only: the
  * write permission of a page is a 32-bit vector, bit i covering bytes
  * [128 * i, 128 * i + 127].  The vectors of protected pages (those whose
- * vector is not all-ones) live in an xarray indexed by gfn, as value entries,
- * so the store costs memory only for protected pages.
+ * vector is not all-ones) live in a maple tree of 16-gfn groups (see
+ * spp_get_vector()), so the store costs memory only for protected pages,
+ * however far apart they are.
  *
  * The permissions are keyed by gfn, independent of memslots (like memory
  * attributes): they apply to whatever memslot maps the gfn, now or later,
  * and outlive memslot deletion and moves.  They cost nothing per guest page:
- * the MMU asks kvm_spp_gfn_protected() (one load for a VM without SPP, an
- * xarray lookup otherwise) wherever it asks whether a gfn is write-tracked,
+ * the MMU asks kvm_spp_gfn_protected() (one load for a VM without SPP, a
+ * maple tree lookup otherwise) wherever it asks whether a gfn is write-tracked,
  * and a protected gfn disallows huge pages through the memslots' lpage_info.
  *
  * Enforcement without SPP hardware: a protected gfn is never mapped writable
@@ -43,7 +44,8 @@
 #include <linux/kvm_host.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
-#include <linux/xarray.h>
+#include <linux/maple_tree.h>
+#include <linux/rcupdate.h>
 
 #include "mmu.h"
 #include "mmu_internal.h"
@@ -63,11 +65,87 @@
 /* SPPT misses in a row on the same complete path before KVM gives up. */
 #define SPP_MAX_MISS_REPEATS	16
 
+/*
+ * The store is a maple tree indexed by gfn >> SPP_GROUP_SHIFT: one entry per
+ * group of SPP_GROUP_PAGES consecutive gfns that holds a protected page, so
+ * that its size follows the protected pages however far apart they are.
+ * A group with one protected page is a value entry holding the page's index
+ * in the group (bits 35:32) and its vector; a group with more is a struct
+ * spp_group.  A value entry whose vector allows every write is a placeholder
+ * (no protected page) that only lives during a KVM_SUBPAGES_SET_ACCESS.
+ * Readers hold rcu_read_lock(); writers hold slots_lock and spp_lock.
+ */
+#define SPP_GROUP_SHIFT		4
+#define SPP_GROUP_PAGES		BIT(SPP_GROUP_SHIFT)
+#define SPP_GROUP_MASK		(SPP_GROUP_PAGES - 1)
+#define SPP_MAX_GROUPS		(KVM_SPP_MAX_PAGES / SPP_GROUP_PAGES + 1)
+
+struct spp_group {
+	u32 vec[SPP_GROUP_PAGES];
+};
+
+static void *spp_mk_single(unsigned int idx, u32 vector)
+{
+	return xa_mk_value((unsigned long)idx << 32 | vector);
+}
+
+/* A group entry without a protected page (see spp_prepare()). */
+static bool spp_is_placeholder(void *entry)
+{
+	return xa_is_value(entry) &&
+	       (u32)xa_to_value(entry) == KVM_SUBPAGE_FULL_ACCESS;
+}
+
+static u32 spp_entry_vector(void *entry, unsigned int idx)
+{
+	unsigned long v;
+
+	if (!entry)
+		return KVM_SUBPAGE_FULL_ACCESS;
+	if (!xa_is_value(entry))
+		return READ_ONCE(((struct spp_group *)entry)->vec[idx]);
+	v = xa_to_value(entry);
+	return (v >> 32) == idx ? (u32)v : KVM_SUBPAGE_FULL_ACCESS;
+}
+
 static u32 spp_get_vector(struct kvm *kvm, gfn_t gfn)
 {
-	void *entry = xa_load(&kvm->arch.spp_access, gfn);
+	u32 vector;
 
-	return entry ? (u32)xa_to_value(entry) : KVM_SUBPAGE_FULL_ACCESS;
+	rcu_read_lock();
+	vector = spp_entry_vector(mtree_load(&kvm->arch.spp_access,
+					     gfn >> SPP_GROUP_SHIFT),
+				  gfn & SPP_GROUP_MASK);
+	rcu_read_unlock();
+	return vector;
+}
+
+/*
+ * Call @fn for each protected gfn in [@start, @last], in gfn order.  The
+ * caller holds slots_lock, which keeps the store from changing; @fn must
+ * not sleep.
+ */
+typedef void (*spp_gfn_fn_t)(struct kvm *kvm, gfn_t gfn, void *data);
+
+static void spp_walk_protected(struct kvm *kvm, gfn_t start, gfn_t last,
+				   spp_gfn_fn_t fn, void *data)
+{
+	MA_STATE(mas, &kvm->arch.spp_access, start >> SPP_GROUP_SHIFT, 0);
+	unsigned int i;
+	void *entry;
+	gfn_t gfn;
+
+	lockdep_assert_held(&kvm->slots_lock);
+	rcu_read_lock();
+	mas_for_each(&mas, entry, last >> SPP_GROUP_SHIFT) {
+		for (i = 0; i < SPP_GROUP_PAGES; i++) {
+			gfn = (mas.index << SPP_GROUP_SHIFT) + i;
+			if (gfn >= start && gfn <= last &&
+			    spp_entry_vector(entry, i) != KVM_SUBPAGE_FULL_ACCESS)
+				fn(kvm, gfn, data);
+		}
+	}
+	rcu_read_unlock();
 }
 
 /*
@@ -466,24 +544,39 @@ u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
  * by the emulator.  When logging stops, the leaves stay disarmed until the
  * first write to one faults (kvm_spp_write_fault() re-arms it).
  */
+struct spp_slot_walk {
+	struct kvm_memory_slot *slot;
+	bool flush;
+};
+
+static void spp_disarm_gfn(struct kvm *kvm, gfn_t gfn, void *data)
+{
+	struct spp_slot_walk *w = data;
+
+	w->flush |= kvm_mmu_slot_gfn_write_protect(kvm, w->slot, gfn,
+						   PG_LEVEL_4K);
+}
+
 void kvm_spp_slot_dirty_logging(struct kvm *kvm,
 				const struct kvm_memory_slot *slot)
 {
-	unsigned long gfn;
-	bool flush = false;
-	void *entry;
+	/* Only the memslot's rmaps are used: it is not changed. */
+	struct spp_slot_walk w = { .slot = (struct kvm_memory_slot *)slot };
 
 	if (!spp_hw(kvm) || !kvm_slot_dirty_track_enabled(slot))
 		return;
 	write_lock(&kvm->mmu_lock);
-	/* Only the memslot's rmaps are used: it is not changed. */
-	xa_for_each_range(&kvm->arch.spp_access, gfn, entry, slot->base_gfn,
-			  slot->base_gfn + slot->npages - 1)
-		flush |= kvm_mmu_slot_gfn_write_protect(kvm,
-				(struct kvm_memory_slot *)slot, gfn, PG_LEVEL_4K);
-	if (flush)
+	spp_walk_protected(kvm, slot->base_gfn,
+			       slot->base_gfn + slot->npages - 1,
+			       spp_disarm_gfn, &w);
+	if (w.flush)
 		kvm_flush_remote_tlbs_memslot(kvm, slot);
 	write_unlock(&kvm->mmu_lock);
+}
+
+static void spp_disallow_lpage(struct kvm *kvm, gfn_t gfn, void *data)
+{
+	kvm_mmu_gfn_disallow_lpage(data, gfn);
 }
 
 /**
@@ -496,14 +589,11 @@ void kvm_spp_slot_dirty_logging(struct kvm *kvm,
  */
 void kvm_spp_init_memslot(struct kvm *kvm, struct kvm_memory_slot *slot)
 {
-	unsigned long gfn;
-	void *entry;
-
 	if (!kvm_spp_enabled(kvm))
 		return;
-	xa_for_each_range(&kvm->arch.spp_access, gfn, entry, slot->base_gfn,
-			  slot->base_gfn + slot->npages - 1)
-		kvm_mmu_gfn_disallow_lpage(slot, gfn);
+	spp_walk_protected(kvm, slot->base_gfn,
+			       slot->base_gfn + slot->npages - 1,
+			       spp_disallow_lpage, slot);
 }
 
 /**
@@ -543,37 +633,54 @@ static unsigned long sppt_count_pages(u64 *table, int level)
  * measured so that the numbers do not depend on the allocator:
  *
  *   protected_pages  gfns with a protected sub-page
- *   store_nodes      xarray nodes holding their vectors (all levels)
- *   store_bytes      store_nodes * sizeof(struct xa_node)
+ *   store_groups     groups of SPP_GROUP_PAGES gfns with an entry
+ *   store_blocks     groups with more than one protected page (spp_group)
+ *   store_nodes      maple tree nodes (all levels)
+ *   store_bytes      store_nodes * sizeof(struct maple_node) +
+ *                    store_blocks * sizeof(struct spp_group)
  *   sppt_pages       4 KiB pages of the SPP table (hardware path)
  *
- * Nodes are counted once each: entries are visited in index order, so the
- * nodes of one level are met in contiguous runs.
+ * Every range of the tree, empty ones included, is visited in index order,
+ * so that every leaf is met and the nodes of one level are met in
+ * contiguous runs; the ancestors of a leaf are found through the parent
+ * pointers (256-byte aligned, bit 0 set at the root, see maple_tree.h).
  */
 static int spp_store_show(struct seq_file *m, void *v)
 {
+	unsigned long pages = 0, groups = 0, blocks = 0, nodes = 0, sppt = 0;
+	struct maple_node *last[MAPLE_HEIGHT_MAX + 1] = {}, *node;
 	struct kvm *kvm = m->private;
-	XA_STATE(xas, &kvm->arch.spp_access, 0);
-	struct xa_node *last[BITS_PER_LONG / XA_CHUNK_SHIFT + 1] = {};
-	unsigned long pages = 0, nodes = 0, sppt = 0;
-	struct xa_node *node;
+	unsigned long parent;
+	struct ma_state mas;
+	unsigned int i;
 	void *entry;
 	int level;
 
+	mas_init(&mas, &kvm->arch.spp_access, 0);
+
 	mutex_lock(&kvm->slots_lock);
 	rcu_read_lock();
-	xas_for_each(&xas, entry, ULONG_MAX) {
-		if (!xa_is_value(entry))
-			continue;
-		pages++;
-		for (node = xas.xa_node, level = 0;
-		     !xas_not_node(node) && level < ARRAY_SIZE(last);
-		     node = xa_parent(xas.xa, node), level++) {
+	for (entry = mas_walk(&mas); ; entry = mas_next_range(&mas, ULONG_MAX)) {
+		if (entry) {
+			groups++;
+			blocks += !xa_is_value(entry);
+			for (i = 0; i < SPP_GROUP_PAGES; i++)
+				pages += spp_entry_vector(entry, i) !=
+					 KVM_SUBPAGE_FULL_ACCESS;
+		}
+		node = mas.status == ma_active ?
+		       (void *)((unsigned long)mas.node & ~MAPLE_NODE_MASK) : NULL;
+		for (level = 0; node && level <= MAPLE_HEIGHT_MAX; level++) {
 			if (last[level] == node)
 				break;
 			last[level] = node;
 			nodes++;
+			parent = (unsigned long)node->parent;
+			node = parent & 1 ? NULL :
+			       (void *)(parent & ~MAPLE_NODE_MASK);
 		}
+		if (mas.last == ULONG_MAX || mas.status != ma_active)
+			break;
 	}
 	rcu_read_unlock();
 	if (spp_hw(kvm)) {
@@ -583,8 +690,10 @@ static int spp_store_show(struct seq_file *m, void *v)
 	}
 	mutex_unlock(&kvm->slots_lock);
 
-	seq_printf(m, "protected_pages %lu\nstore_nodes %lu\nstore_bytes %lu\nsppt_pages %lu\n",
-		   pages, nodes, nodes * sizeof(struct xa_node), sppt);
+	seq_printf(m, "protected_pages %lu\nstore_groups %lu\nstore_blocks %lu\nstore_nodes %lu\nstore_bytes %lu\nsppt_pages %lu\n",
+		   pages, groups, blocks, nodes,
+		   nodes * sizeof(struct maple_node) +
+		   blocks * sizeof(struct spp_group), sppt);
 	return 0;
 }
 
@@ -649,7 +758,7 @@ int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap)
 	} else if (kvm->created_vcpus) {
 		r = -EBUSY;
 	} else {
-		xa_init(&kvm->arch.spp_access);
+		mt_init_flags(&kvm->arch.spp_access, MT_FLAGS_USE_RCU);
 		mutex_init(&kvm->arch.spp_lock);
 		r = 0;
 		if (READ_ONCE(kvm_spp_hw) &&
@@ -686,63 +795,235 @@ static int spp_check_args(struct kvm *kvm, const struct kvm_subpage_access *sa)
 	return 0;
 }
 
-/*
- * A gfn became protected (@protect) or unprotected: count it in (or out of)
- * the lpage_info of the memslots that map it, in every address space, so
- * that no huge page maps it.  @slots caches the memslot last used in each
- * address space.  Caller holds mmu_lock for write and slots_lock.
- */
-static void spp_update_lpage(struct kvm *kvm, struct kvm_memory_slot **slots,
-			     gfn_t gfn, bool protect)
-{
-	struct kvm_memory_slot *slot;
-	int i;
+/* What one KVM_SUBPAGES_SET_ACCESS changes, per page and per group. */
+struct spp_change {
+	DECLARE_BITMAP(newly, KVM_SPP_MAX_PAGES);	/* protected, was not */
+	DECLARE_BITMAP(freed, KVM_SPP_MAX_PAGES);	/* was protected, is not */
+	bool any_newly, any_freed, any_changed;
+	void *old[SPP_MAX_GROUPS];
+	void *new[SPP_MAX_GROUPS];
+	bool inserted[SPP_MAX_GROUPS];
+};
 
-	for (i = 0; i < kvm_arch_nr_memslot_as_ids(kvm); i++) {
-		slot = slots[i];
-		if (!slot || gfn < slot->base_gfn ||
-		    gfn >= slot->base_gfn + slot->npages)
-			slot = __gfn_to_memslot(__kvm_memslots(kvm, i), gfn);
-		if (!slot)
-			continue;
-		slots[i] = slot;
-		if (protect)
-			kvm_mmu_gfn_disallow_lpage(slot, gfn);
-		else
-			kvm_mmu_gfn_allow_lpage(slot, gfn);
+static bool spp_in_set(const struct kvm_subpage_access *sa, gfn_t gfn)
+{
+	return gfn >= sa->base_gfn && gfn - sa->base_gfn < sa->npages;
+}
+
+/* Undo spp_prepare(): nothing it did is visible to readers. */
+static void spp_unprepare(struct kvm *kvm, const struct kvm_subpage_access *sa,
+			  struct spp_change *c)
+{
+	unsigned long g0 = sa->base_gfn >> SPP_GROUP_SHIFT, k;
+	unsigned long nr = ((sa->base_gfn + sa->npages - 1) >> SPP_GROUP_SHIFT) - g0 + 1;
+
+	for (k = 0; k < nr; k++) {
+		if (c->inserted[k])
+			mtree_erase(&kvm->arch.spp_access, g0 + k);
+		if (c->new[k] && c->new[k] != c->old[k] && !xa_is_value(c->new[k]))
+			kfree(c->new[k]);
 	}
 }
 
 /*
- * Reserve the store entries of the gfns @sa newly protects, so that the
- * update under mmu_lock cannot fail.  Return: 0 or -ENOMEM.
+ * Work out the new entry of every group @sa touches, allocate the blocks
+ * they need and give every group that will have an entry a slot in the
+ * tree (a placeholder), so that spp_commit() cannot fail: it only replaces
+ * existing entries.  Return: 0 or -ENOMEM, with nothing changed.
  */
-static int spp_reserve(struct xarray *xa, const struct kvm_subpage_access *sa,
-		       const u32 *vec)
+static int spp_prepare(struct kvm *kvm, const struct kvm_subpage_access *sa,
+		       const u32 *vec, struct spp_change *c)
 {
-	XA_STATE(xas, xa, sa->base_gfn);
-	u32 i = 0;
+	struct maple_tree *mt = &kvm->arch.spp_access;
+	unsigned long g0 = sa->base_gfn >> SPP_GROUP_SHIFT, g, k;
+	unsigned long g1 = (sa->base_gfn + sa->npages - 1) >> SPP_GROUP_SHIFT;
+	unsigned int i, count, single = 0;
+	u32 v[SPP_GROUP_PAGES], ov;
+	struct spp_group *block;
+	void *old, *new;
+	gfn_t gfn;
 
-	do {
-		xas_lock(&xas);
-		for (; i < sa->npages; i++) {
-			if (vec[i] == KVM_SUBPAGE_FULL_ACCESS)
-				continue;
-			xas_set(&xas, sa->base_gfn + i);
-			if (xas_load(&xas))
-				continue;
-			xas_store(&xas, XA_ZERO_ENTRY);
-			if (xas_error(&xas))
-				break;
+	for (g = g0, k = 0; g <= g1; g++, k++) {
+		old = mtree_load(mt, g);
+		c->old[k] = old;
+		for (i = 0, count = 0; i < SPP_GROUP_PAGES; i++) {
+			gfn = (g << SPP_GROUP_SHIFT) + i;
+			ov = spp_entry_vector(old, i);
+			v[i] = spp_in_set(sa, gfn) ? vec[gfn - sa->base_gfn] : ov;
+			if (ov == KVM_SUBPAGE_FULL_ACCESS &&
+			    v[i] != KVM_SUBPAGE_FULL_ACCESS) {
+				__set_bit(gfn - sa->base_gfn, c->newly);
+				c->any_newly = true;
+			} else if (ov != KVM_SUBPAGE_FULL_ACCESS &&
+				   v[i] == KVM_SUBPAGE_FULL_ACCESS) {
+				__set_bit(gfn - sa->base_gfn, c->freed);
+				c->any_freed = true;
+			} else if (ov != v[i]) {
+				c->any_changed = true;
+			}
+			if (v[i] != KVM_SUBPAGE_FULL_ACCESS) {
+				count++;
+				single = i;
+			}
 		}
-		xas_unlock(&xas);
-	} while (xas_nomem(&xas, GFP_KERNEL_ACCOUNT));
+		if (!count) {
+			new = old ? spp_mk_single(0, KVM_SUBPAGE_FULL_ACCESS) : NULL;
+		} else if (count == 1) {
+			new = spp_mk_single(single, v[single]);
+		} else if (old && !xa_is_value(old)) {
+			new = old;	/* updated in place */
+		} else {
+			block = kmalloc(sizeof(*block), GFP_KERNEL_ACCOUNT);
+			if (!block)
+				goto nomem;
+			memcpy(block->vec, v, sizeof(v));
+			new = block;
+		}
+		c->new[k] = new;
+		if (new && !old) {
+			if (mtree_insert(mt, g,
+					 spp_mk_single(0, KVM_SUBPAGE_FULL_ACCESS),
+					 GFP_KERNEL_ACCOUNT))
+				goto nomem;
+			c->inserted[k] = true;
+		}
+	}
+	return 0;
 
-	if (!xas_error(&xas))
-		return 0;
-	for (i = 0; i < sa->npages; i++)
-		xa_release(xa, sa->base_gfn + i);
-	return xas_error(&xas);
+nomem:
+	spp_unprepare(kvm, sa, c);
+	return -ENOMEM;
+}
+
+/*
+ * Store the new entries spp_prepare() worked out.  A reader sees, for each
+ * gfn, either its old or its new vector.  Groups left without a protected
+ * page lose their entry; replaced blocks are freed after an RCU grace
+ * period.
+ */
+static void spp_commit(struct kvm *kvm, const struct kvm_subpage_access *sa,
+		       const u32 *vec, struct spp_change *c)
+{
+	struct maple_tree *mt = &kvm->arch.spp_access;
+	unsigned long g0 = sa->base_gfn >> SPP_GROUP_SHIFT, g, k;
+	unsigned long g1 = (sa->base_gfn + sa->npages - 1) >> SPP_GROUP_SHIFT;
+	struct spp_group *block;
+	unsigned long run;
+	unsigned int i;
+	gfn_t gfn;
+
+	for (g = g0, k = 0; g <= g1; g++, k++) {
+		for (i = 0; i < SPP_GROUP_PAGES; i++) {
+			gfn = (g << SPP_GROUP_SHIFT) + i;
+			if (!spp_in_set(sa, gfn))
+				continue;
+			trace_kvm_spp_set_access(gfn,
+						 spp_entry_vector(c->old[k], i),
+						 vec[gfn - sa->base_gfn]);
+		}
+		if (!c->new[k] || (c->new[k] == c->old[k] &&
+				   xa_is_value(c->new[k])))
+			continue;
+		if (c->new[k] == c->old[k]) {
+			block = c->new[k];
+			for (i = 0; i < SPP_GROUP_PAGES; i++) {
+				gfn = (g << SPP_GROUP_SHIFT) + i;
+				if (spp_in_set(sa, gfn))
+					WRITE_ONCE(block->vec[i],
+						   vec[gfn - sa->base_gfn]);
+			}
+			continue;
+		}
+		/* An existing slot is replaced: this cannot allocate. */
+		WARN_ON_ONCE(mtree_store(mt, g, c->new[k], GFP_KERNEL_ACCOUNT));
+		if (c->old[k] && !xa_is_value(c->old[k]))
+			kfree_rcu_mightsleep(c->old[k]);
+	}
+
+	/*
+	 * Placeholders go, one store per run of them; if that fails, they
+	 * stay and still allow every write.
+	 */
+	for (g = g0, k = 0; g <= g1; g++, k++) {
+		if (!spp_is_placeholder(c->new[k]))
+			continue;
+		for (run = g; g < g1 && spp_is_placeholder(c->new[k + 1]); g++)
+			k++;
+		mtree_store_range(mt, run, g, NULL, GFP_KERNEL_ACCOUNT);
+	}
+}
+
+/*
+ * Count the protection changes of [@from, @to) (indexes in @sa) in @slot's
+ * lpage_info, one update per huge page, so that no huge page maps a
+ * protected gfn; and, if @wrprot, write-protect the newly protected gfns.
+ * Caller holds mmu_lock for write.  Return: true if TLBs must be flushed.
+ */
+static bool spp_update_slot(struct kvm *kvm, struct kvm_memory_slot *slot,
+			    const struct kvm_subpage_access *sa,
+			    struct spp_change *c, u32 from, u32 to, bool wrprot)
+{
+	gfn_t gfn, region = 0, region_gfn = 0;
+	bool flush = false;
+	u32 i, run = to;
+	int count = 0, d;
+
+	for (i = from; i <= to; i++) {
+		d = 0;
+		if (i < to)
+			d = test_bit(i, c->newly) ? 1 :
+			    test_bit(i, c->freed) ? -1 : 0;
+		gfn = sa->base_gfn + i;
+		if (count &&
+		    (i == to || (d && gfn >> KVM_HPAGE_GFN_SHIFT(PG_LEVEL_2M) !=
+				      region))) {
+			kvm_mmu_gfn_update_lpage_count(slot, region_gfn, count);
+			count = 0;
+		}
+		if (d) {
+			if (!count) {
+				region = gfn >> KVM_HPAGE_GFN_SHIFT(PG_LEVEL_2M);
+				region_gfn = gfn;
+			}
+			count += d;
+		}
+		if (!wrprot)
+			continue;
+		if (d > 0 && run == to)
+			run = i;
+		if (d <= 0 && run != to) {
+			flush |= kvm_mmu_slot_spp_protect(kvm, slot,
+							  sa->base_gfn + run,
+							  gfn);
+			run = to;
+		}
+	}
+	return flush;
+}
+
+/* spp_update_slot() over every memslot, in every address space. */
+static bool spp_update_slots(struct kvm *kvm,
+			     const struct kvm_subpage_access *sa,
+			     struct spp_change *c, bool wrprot)
+{
+	gfn_t start = sa->base_gfn, end = sa->base_gfn + sa->npages;
+	struct kvm_memslot_iter iter;
+	bool flush = false;
+	gfn_t from, to;
+	int as_id;
+
+	lockdep_assert_held_write(&kvm->mmu_lock);
+	for (as_id = 0; as_id < kvm_arch_nr_memslot_as_ids(kvm); as_id++) {
+		kvm_for_each_memslot_in_gfn_range(&iter, __kvm_memslots(kvm, as_id),
+						  start, end) {
+			from = max(start, iter.slot->base_gfn);
+			to = min(end, iter.slot->base_gfn + iter.slot->npages);
+			flush |= spp_update_slot(kvm, iter.slot, sa, c,
+						 from - start, to - start,
+						 wrprot);
+		}
+	}
+	return flush;
 }
 
 /* Whether the new vectors @vec of @sa deny writing a byte of @r. */
@@ -787,29 +1068,29 @@ static int spp_check_claims(struct kvm *kvm, const struct kvm_subpage_access *sa
 static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 			  const u32 *vec)
 {
-	struct xarray *xa = &kvm->arch.spp_access;
-	struct kvm_memory_slot *slots[KVM_MAX_NR_ADDRESS_SPACES] = {};
 	struct kvm_sppt *sppt = &kvm->arch.sppt;
-	bool protect = false, newly = false, hw = spp_hw(kvm);
-	XA_STATE(xas, xa, sa->base_gfn);
+	bool protect = false, hw = spp_hw(kvm), wrprot, zap, flush;
+	struct spp_change *c;
 	LIST_HEAD(freed);
 	unsigned long i;
-	gfn_t gfn;
-	void *old;
 	int r;
 
 	lockdep_assert_held(&kvm->slots_lock);
 
 	for (i = 0; i < sa->npages; i++)
 		protect |= vec[i] != KVM_SUBPAGE_FULL_ACCESS;
+	c = kzalloc(sizeof(*c), GFP_KERNEL_ACCOUNT);
+	if (!c)
+		return -ENOMEM;
 
 	/* spp_lock orders the update against vCPUs claiming memory. */
 	mutex_lock(&kvm->arch.spp_lock);
 	r = protect ? spp_check_claims(kvm, sa, vec) : 0;
 	if (!r)
-		r = spp_reserve(xa, sa, vec);
+		r = spp_prepare(kvm, sa, vec, c);
 	if (r) {
 		mutex_unlock(&kvm->arch.spp_lock);
+		kfree(c);
 		return r;
 	}
 
@@ -825,33 +1106,25 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 				kvm_sppt_set(sppt, sa->base_gfn + i, vec[i]);
 	}
 
+	/*
+	 * The store changes outside mmu_lock: a fault decides whether a leaf
+	 * is writable (or armed) under mmu_lock, so one that read the old
+	 * vectors made its SPTE before the write-protection below, which
+	 * takes mmu_lock for write, and one that reads them after sees the
+	 * new ones.
+	 */
+	spp_commit(kvm, sa, vec, c);
+
+	/*
+	 * Newly protected gfns are write-protected in one pass (a huge leaf
+	 * is split at the next write fault: no huge page may map them now);
+	 * with the TDP MMU and SPP hardware, their 4 KiB leaves are armed as
+	 * the fault path would arm them.  The legacy MMU's leaves are zapped
+	 * on the hardware path, to be mapped back armed.
+	 */
+	wrprot = !hw || tdp_mmu_enabled;
 	write_lock(&kvm->mmu_lock);
-	xas_lock(&xas);
-	for (i = 0; i < sa->npages; i++) {
-		gfn = sa->base_gfn + i;
-		xas_set(&xas, gfn);
-		old = xas_load(&xas);
-		if (!xa_is_value(old))
-			old = NULL;	/* nothing, or reserved above */
-		trace_kvm_spp_set_access(gfn,
-					 old ? xa_to_value(old) : KVM_SUBPAGE_FULL_ACCESS,
-					 vec[i]);
-		if (vec[i] == KVM_SUBPAGE_FULL_ACCESS) {
-			if (!old)
-				continue;
-			xas_store(&xas, NULL);
-			spp_update_lpage(kvm, slots, gfn, false);
-			continue;
-		}
-		/* Reserved: this cannot allocate, nor fail. */
-		xas_store(&xas, xa_mk_value(vec[i]));
-		WARN_ON_ONCE(xas_error(&xas));
-		if (!old) {
-			spp_update_lpage(kvm, slots, gfn, true);
-			newly = true;
-		}
-	}
-	xas_unlock(&xas);
+	flush = spp_update_slots(kvm, sa, c, wrprot);
 	write_unlock(&kvm->mmu_lock);
 
 	if (hw) {
@@ -862,23 +1135,24 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 			kvm_sppt_prune(sppt, sa->base_gfn + i, &freed);
 		}
 		kvm->arch.spp_sppt_seq++;
+		/* Armed leaves with new vectors: no TLB may keep the old ones. */
+		flush |= c->any_changed;
 	}
 	mutex_unlock(&kvm->arch.spp_lock);
 
 	/*
-	 * One zap and one TLB flush for the whole range: newly protected gfns
-	 * fault back in read-only (and never by a huge page); on the hardware
-	 * path, every leaf of the range comes back armed or not by its new
-	 * vector.  A fault that raced with the update above either saw the new
-	 * vectors or is retried (the zap bumps the MMU invalidation sequence).
-	 * The pruned SPPT tables go once no TLB can cache their entries.
+	 * Hardware path: unprotected gfns lose their armed leaves (writes the
+	 * CPU permits through them would not be seen by dirty logging), and
+	 * so do newly protected ones on the legacy MMU.  A zap bumps the MMU
+	 * invalidation sequence, so a racing fault is retried.  The pruned
+	 * SPPT tables go once no TLB can cache their entries.
 	 */
-	if (hw || newly)
+	zap = hw && (c->any_freed || (c->any_newly && !wrprot));
+	if (zap)
 		kvm_zap_gfn_range(kvm, sa->base_gfn, sa->base_gfn + sa->npages);
-	if (!list_empty(&freed)) {
+	if (flush || !list_empty(&freed))
 		kvm_flush_remote_tlbs(kvm);
-		kvm_sppt_free_list(&freed);
-	}
+	kvm_sppt_free_list(&freed);
 
 	/*
 	 * A vCPU may be emulating a write it checked against the old vectors:
@@ -888,6 +1162,7 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 	 */
 	if (protect)
 		synchronize_srcu_expedited(&kvm->srcu);
+	kfree(c);
 	return 0;
 }
 
@@ -958,9 +1233,19 @@ int kvm_vm_ioctl_subpages_access(struct kvm *kvm, unsigned int ioctl,
  */
 void kvm_spp_destroy_vm(struct kvm *kvm)
 {
+	MA_STATE(mas, &kvm->arch.spp_access, 0, 0);
+	void *entry;
+
 	if (!kvm->arch.spp_enabled)
 		return;
-	xa_destroy(&kvm->arch.spp_access);
+	rcu_read_lock();
+	mas_for_each(&mas, entry, ULONG_MAX)
+		if (!xa_is_value(entry))
+			kfree(entry);
+	rcu_read_unlock();
+	/* No reader is left: free the nodes now, not after a grace period. */
+	mt_clear_in_rcu(&kvm->arch.spp_access);
+	mtree_destroy(&kvm->arch.spp_access);
 	kvm_sppt_destroy(&kvm->arch.sppt);
 }
 

@@ -35,6 +35,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <linux/falloc.h>
+
 #include "kselftest_harness.h"
 #include "test_util.h"
 #include "kvm_util.h"
@@ -1597,15 +1599,129 @@ static long meminfo_kb(const char *field)
 #define COST_PAGES	(64 * SPP_MAX_PAGES)	/* 128 MiB of guest memory */
 
 /* The VM's debugfs file spp_store: what SPP holds, counted by KVM. */
+#define SHM_PERMIT_OFF	(0 * KVM_SUBPAGE_SIZE + 24)
+#define SHM_DENY_OFF	(1 * KVM_SUBPAGE_SIZE + 40)
+#define SHM_ROUNDS	8
+
+/* Each round: one permitted and one denied store to the protected page. */
+static void guest_shmem(void)
+{
+	uint64_t round;
+
+	for (round = 1; round <= SHM_ROUNDS; round++) {
+		WRITE_ONCE(*(uint64_t *)(SPP_GVA + SHM_PERMIT_OFF),
+			   0x5a5a000000000000ULL | round);
+		/* Bochs 2.7 caches a permitted write for the whole page. */
+		guest_flush_tlb();
+		WRITE_ONCE(*(uint64_t *)(SPP_GVA + SHM_DENY_OFF), round);
+		GUEST_SYNC(round);
+	}
+	GUEST_DONE();
+}
+
+static void print_eptad(void)
+{
+	char v = '-';
+	int fd = -1;
+
+	if (host_cpu_is_intel)
+		fd = open("/sys/module/kvm_intel/parameters/eptad", O_RDONLY);
+	if (fd >= 0) {
+		TEST_ASSERT_EQ(read(fd, &v, 1), 1);
+		close(fd);
+	}
+	ksft_print_msg("%s path, kvm_intel.eptad=%c\n",
+		       spp_hw() ? "hardware" : "software", v);
+}
+
+/*
+ * Shared memory behind a protected page: the guest's permitted writes
+ * (written by the CPU through an armed leaf on the hardware path) must be
+ * in the page the VMM shares, and stay there when the host zaps the
+ * mapping (MADV_DONTNEED on the VMM's mapping: the MMU notifier zaps the
+ * SPTE, and with it the dirty state KVM hands to the page).  When the host
+ * punches the page out of the file, KVM must drop its leaf: the next write
+ * goes to the new page, not to the freed one.  Denied writes exit every
+ * round, before and after.  Round 6 onwards nothing changes on the host:
+ * on the hardware path, the permitted write then costs no page fault (the
+ * leaf was re-armed), only the denied one does.
+ */
+TEST_F_TIMEOUT(spp, shmem_zap, SPP_TIMEOUT)
+{
+	struct userspace_mem_region *region;
+	uint64_t round, v, pf5 = 0, pf8;
+	struct kvm_vcpu *vcpu;
+	struct kvm_regs regs;
+	off_t off;
+
+	spp_vm_init(self, VM_MEM_SRC_SHMEM, SPP_NPAGES, 0);
+	vcpu = self->vcpu;
+	vcpu_arch_set_entry_point(vcpu, guest_shmem);
+	region = memslot2region(self->vm, SPP_SLOT);
+	TEST_ASSERT(region->fd >= 0, "shmem memslot without a file");
+	off = (uint8_t *)region->host_mem - (uint8_t *)region->mmap_start;
+	spp_set1(self->vm, SPP_GFN, SPP_PROT(SP_BIT(1)));
+	print_eptad();
+
+	for (round = 1; round <= SHM_ROUNDS; round++) {
+		vcpu_run(vcpu);
+		if (vcpu->run->exit_reason != KVM_EXIT_SPP)
+			unexpected_exit(vcpu, "waiting for KVM_EXIT_SPP");
+		check_spp_flags(vcpu->run);
+		TEST_ASSERT_EQ(vcpu->run->spp.gpa, SPP_GPA + SHM_DENY_OFF);
+		TEST_ASSERT(vcpu->run->spp.insn_len, "insn_len 0");
+		vcpu_regs_get(vcpu, &regs);
+		regs.rip += vcpu->run->spp.insn_len;
+		vcpu_regs_set(vcpu, &regs);
+		vcpu_run(vcpu);
+		expect_ucall(vcpu, UCALL_SYNC, round);
+		v = 0x5a5a000000000000ULL | round;
+		memcpy(model(self, SPP_GVA + SHM_PERMIT_OFF, 8), &v, 8);
+		check_memory(self);
+
+		if (round == 2) {
+			/* Zap: the data stays in the file's page. */
+			TEST_ASSERT_EQ(madvise(self->hva, self->size,
+					       MADV_DONTNEED), 0);
+			check_memory(self);
+		} else if (round == 3) {
+			/* Free the page: it reads back as zeroes. */
+			TEST_ASSERT_EQ(fallocate(region->fd,
+						 FALLOC_FL_PUNCH_HOLE |
+						 FALLOC_FL_KEEP_SIZE,
+						 off, PAGE_SIZE), 0);
+			memset(model(self, SPP_GVA, PAGE_SIZE), 0, PAGE_SIZE);
+			check_memory(self);
+		} else if (round == 5) {
+			pf5 = vcpu_stat(vcpu, "pf_taken");
+		}
+	}
+	vcpu_run(vcpu);
+	expect_ucall(vcpu, UCALL_DONE, 0);
+	pf8 = vcpu_stat(vcpu, "pf_taken");
+	ksft_print_msg("rounds 6-8: %lu page faults for 3 permitted and 3 denied writes\n",
+		       pf8 - pf5);
+	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), SHM_ROUNDS);
+	TEST_ASSERT_EQ(pf8 - pf5, spp_hw() ? 3 : 6);
+}
+
 struct spp_store {
-	unsigned long pages, nodes, bytes, sppt;
+	unsigned long pages, groups, blocks, nodes, bytes, sppt;
 };
 
 static void store_read(struct kvm_vm *vm, struct spp_store *st)
 {
+	static const char * const keys[] = {
+		"protected_pages", "store_groups", "store_blocks",
+		"store_nodes", "store_bytes", "sppt_pages",
+	};
+	unsigned long *vals[] = {
+		&st->pages, &st->groups, &st->blocks,
+		&st->nodes, &st->bytes, &st->sppt,
+	};
 	char path[128], key[32];
 	unsigned long val;
-	int found = 0;
+	int found = 0, i;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%d-%d/spp_store",
@@ -1613,42 +1729,43 @@ static void store_read(struct kvm_vm *vm, struct spp_store *st)
 	f = fopen(path, "r");
 	TEST_ASSERT(f, "open %s", path);
 	while (fscanf(f, "%31s %lu", key, &val) == 2) {
-		found++;
-		if (!strcmp(key, "protected_pages"))
-			st->pages = val;
-		else if (!strcmp(key, "store_nodes"))
-			st->nodes = val;
-		else if (!strcmp(key, "store_bytes"))
-			st->bytes = val;
-		else if (!strcmp(key, "sppt_pages"))
-			st->sppt = val;
-		else
-			found--;
+		for (i = 0; i < ARRAY_SIZE(keys); i++) {
+			if (!strcmp(key, keys[i])) {
+				*vals[i] = val;
+				found++;
+			}
+		}
 	}
 	fclose(f);
-	TEST_ASSERT_EQ(found, 4);
+	TEST_ASSERT_EQ(found, ARRAY_SIZE(keys));
+	/* The formula: 256-byte maple tree nodes, 64-byte blocks of 16 vectors. */
+	TEST_ASSERT_EQ(st->bytes, st->nodes * 256 + st->blocks * 64);
 }
 
-#define SPARSE_PAGES	1000
-#define SPARSE_STRIDE	65536			/* 256 MiB */
+#define SPARSE_PAGES	10000
+#define SPARSE_SPAN	(1ULL << 28)		/* gfns of 1 TiB */
 #define BIG_SLOT	(SPP_SLOT + 1)
 #define BIG_GPA		0x4000000000ULL		/* 256 GiB */
 #define BIG_PAGES	(1ULL << 20)		/* 4 GiB, never touched */
 
 /*
- * Memory the permission store costs per protected page: the xarray nodes
- * KVM counts (debugfs spp_store) after protecting COST_PAGES contiguous
- * pages, independent of the allocator (a slab delta is printed for
- * reference; it differs under KASAN).  And nothing per guest page:
- * protecting one page of a 4 GiB memslot for the first time allocates no
- * per-memslot array (KVM's write tracking would vmalloc 2 bytes per page,
- * 2 MiB here).
+ * Memory the permission store costs: KVM counts what it holds (debugfs
+ * spp_store: maple tree nodes and 64-byte blocks of 16 vectors), which does
+ * not depend on the allocator (a slab delta is printed for reference; it
+ * differs under KASAN).  Dense: COST_PAGES contiguous pages with distinct
+ * vectors.  Sparse: 10,000 pages spread over the gfns of 1 TiB, each alone
+ * in its group of 16 gfns; no memslot is needed to protect them.  And
+ * nothing per guest page: protecting one page of a 4 GiB memslot for the
+ * first time allocates no per-memslot array (KVM's write tracking would
+ * vmalloc 2 bytes per page, 2 MiB here).
  */
 TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 {
 	uint32_t *map = malloc(SPP_MAX_PAGES * sizeof(*map));
-	long vm0, vm1, slab1, slab2, per_page;
+	uint64_t span, stride, gfn;
+	long vm0, vm1, slab1, slab2;
 	struct spp_store st0, st1;
+	double per_page;
 	uint32_t i, j;
 
 	TEST_ASSERT(map, "malloc");
@@ -1663,6 +1780,7 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 
 	store_read(self->vm, &st0);
 	TEST_ASSERT_EQ(st0.pages, 0);
+	TEST_ASSERT_EQ(st0.groups, 0);
 	slab1 = meminfo_kb("Slab");
 	for (j = 0; j < COST_PAGES / SPP_MAX_PAGES; j++) {
 		for (i = 0; i < SPP_MAX_PAGES; i++)
@@ -1671,18 +1789,21 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 	}
 	slab2 = meminfo_kb("Slab");
 	store_read(self->vm, &st1);
-	per_page = st1.bytes / COST_PAGES;
+	per_page = (double)st1.bytes / COST_PAGES;
 
 	ksft_print_msg("first protected page of a %llu-page memslot: %ld KiB vmalloc'ed\n",
 		       BIG_PAGES, vm1 - vm0);
-	ksft_print_msg("%u protected pages: %lu xarray nodes, %lu bytes = %ld bytes/page, %lu SPPT pages (%s path; slab delta %ld KiB, for reference only)\n",
-		       COST_PAGES, st1.nodes, st1.bytes, per_page, st1.sppt,
-		       spp_hw() ? "hardware" : "software", slab2 - slab1);
+	ksft_print_msg("%u dense protected pages: %lu nodes * 256 + %lu blocks * 64 = %lu bytes = %.2f bytes/page, %lu SPPT pages (%s path; slab delta %ld KiB, for reference only)\n",
+		       COST_PAGES, st1.nodes, st1.blocks, st1.bytes, per_page,
+		       st1.sppt, spp_hw() ? "hardware" : "software",
+		       slab2 - slab1);
 
 	/* Counted, not measured: exact on every allocator configuration. */
 	TEST_ASSERT_EQ(st1.pages, COST_PAGES);
-	/* Dense protection: about 9 bytes of xarray node per page. */
-	TEST_ASSERT(per_page > 0 && per_page <= 16, "%ld bytes per protected page",
+	TEST_ASSERT_EQ(st1.groups, COST_PAGES / 16);
+	TEST_ASSERT_EQ(st1.blocks, COST_PAGES / 16);
+	/* Dense protection: 4 bytes of vector and at most 5 of tree per page. */
+	TEST_ASSERT(per_page > 4 && per_page <= 9, "%.2f bytes per protected page",
 		    per_page);
 	/* Unprotecting frees it all. */
 	for (i = 0; i < SPP_MAX_PAGES; i++)
@@ -1691,22 +1812,33 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 		spp_set(self->vm, SPP_GFN + j * SPP_MAX_PAGES, SPP_MAX_PAGES, map);
 	store_read(self->vm, &st1);
 	TEST_ASSERT_EQ(st1.pages, 0);
-	TEST_ASSERT_EQ(st1.nodes, 0);
+	TEST_ASSERT_EQ(st1.groups, 0);
+	TEST_ASSERT_EQ(st1.blocks, 0);
+	TEST_ASSERT(st1.nodes <= 1, "%lu nodes left in an empty store", st1.nodes);
 
 	/*
-	 * The worst case: pages far apart (no memslot is needed to protect
-	 * them), each with its own leaf node and a few ancestors.
+	 * The worst case: pages far apart, each alone in its group (a value
+	 * entry, no block), at pseudo-random offsets over 1 TiB of gfns (or
+	 * all the gfns the VM has, if fewer).
 	 */
-	for (i = 0; i < SPARSE_PAGES; i++)
-		spp_set1(self->vm, i * SPARSE_STRIDE + 7, 0x0f0f0f0f);
+	span = SPARSE_SPAN;
+	if (span > self->vm->max_gfn + 1)
+		span = self->vm->max_gfn + 1;
+	stride = span / SPARSE_PAGES;
+	for (i = 0; i < SPARSE_PAGES; i++) {
+		gfn = i * stride + (i * 2654435761u) % (stride - 16);
+		spp_set1(self->vm, gfn, 0x0f0f0f0f);
+	}
 	store_read(self->vm, &st1);
+	ksft_print_msg("%u pages over %lu MiB of gfns: %lu nodes * 256 + %lu blocks * 64 = %lu bytes = %.1f bytes/page\n",
+		       SPARSE_PAGES, span >> 8, st1.nodes, st1.blocks, st1.bytes,
+		       (double)st1.bytes / SPARSE_PAGES);
 	TEST_ASSERT_EQ(st1.pages, SPARSE_PAGES);
-	ksft_print_msg("%u pages %u gfns apart: %lu xarray nodes, %lu bytes = %lu bytes/page\n",
-		       SPARSE_PAGES, SPARSE_STRIDE, st1.nodes, st1.bytes,
-		       st1.bytes / SPARSE_PAGES);
-	/* One leaf node per page, plus the ancestors they do not share. */
-	TEST_ASSERT(st1.nodes >= SPARSE_PAGES && st1.nodes <= 5 * SPARSE_PAGES,
-		    "%lu nodes for %u sparse pages", st1.nodes, SPARSE_PAGES);
+	TEST_ASSERT_EQ(st1.groups, SPARSE_PAGES);
+	TEST_ASSERT_EQ(st1.blocks, 0);
+	/* 10,000 protected pages of a 1 TiB guest: less than 1 MiB. */
+	TEST_ASSERT(st1.bytes < (1 << 20), "%lu bytes for %u sparse pages",
+		    st1.bytes, SPARSE_PAGES);
 	/* Nothing per guest page (2 bytes per page would be 2048 KiB). */
 	TEST_ASSERT(vm1 - vm0 < 256, "protecting one page vmalloc'ed %ld KiB",
 		    vm1 - vm0);
