@@ -5,9 +5,9 @@
  * A VMM can make any 128-byte sub-page of a 4 KiB guest page read-only: the
  * write permission of a page is a 32-bit vector, bit i covering bytes
  * [128 * i, 128 * i + 127].  The vectors of protected pages (those whose
- * vector is not all-ones) live in a maple tree of 16-gfn groups (see
- * spp_get_vector()), so the store costs memory only for protected pages,
- * however far apart they are.
+ * vector is not all-ones) live in a maple tree of gfn ranges (see struct
+ * spp_block), so the store costs memory only for protected pages, however
+ * far apart they are.
  *
  * The permissions are keyed by gfn, independent of memslots (like memory
  * attributes): they apply to whatever memslot maps the gfn, now or later,
@@ -66,46 +66,34 @@
 #define SPP_MAX_MISS_REPEATS	16
 
 /*
- * The store is a maple tree indexed by gfn >> SPP_GROUP_SHIFT: one entry per
- * group of SPP_GROUP_PAGES consecutive gfns that holds a protected page, so
- * that its size follows the protected pages however far apart they are.
- * A group with one protected page is a value entry holding the page's index
- * in the group (bits 35:32) and its vector; a group with more is a struct
- * spp_group.  A value entry whose vector allows every write is a placeholder
- * (no protected page) that only lives during a KVM_SUBPAGES_SET_ACCESS.
- * Readers hold rcu_read_lock(); writers hold slots_lock and spp_lock.
+ * The store is a maple tree keyed by gfn.  An entry covers a range of gfns
+ * and is either a value entry, the vector of every gfn of the range, or a
+ * struct spp_block, whose vec[gfn - base] is the vector of gfn.  A gfn
+ * without an entry allows every write.  One KVM_SUBPAGES_SET_ACCESS stores
+ * one entry over its whole range, so the store grows with the number of
+ * calls that protect something, not with the number of pages, and a B-tree
+ * does not grow with the distance between entries.  A block can be
+ * pointed to by several ranges once later calls have cut holes in it.
+ *
+ * Blocks never change once stored; readers hold rcu_read_lock(), writers
+ * hold slots_lock and spp_lock.
  */
-#define SPP_GROUP_SHIFT		4
-#define SPP_GROUP_PAGES		BIT(SPP_GROUP_SHIFT)
-#define SPP_GROUP_MASK		(SPP_GROUP_PAGES - 1)
-#define SPP_MAX_GROUPS		(KVM_SPP_MAX_PAGES / SPP_GROUP_PAGES + 1)
-
-struct spp_group {
-	u32 vec[SPP_GROUP_PAGES];
+struct spp_block {
+	gfn_t base;
+	u32 nr;		/* vectors */
+	u32 live;	/* gfns of the tree that use a vector of the block */
+	u32 *vec;
 };
 
-static void *spp_mk_single(unsigned int idx, u32 vector)
+static u32 spp_entry_vector(void *entry, gfn_t gfn)
 {
-	return xa_mk_value((unsigned long)idx << 32 | vector);
-}
-
-/* A group entry without a protected page (see spp_prepare()). */
-static bool spp_is_placeholder(void *entry)
-{
-	return xa_is_value(entry) &&
-	       (u32)xa_to_value(entry) == KVM_SUBPAGE_FULL_ACCESS;
-}
-
-static u32 spp_entry_vector(void *entry, unsigned int idx)
-{
-	unsigned long v;
+	struct spp_block *b = entry;
 
 	if (!entry)
 		return KVM_SUBPAGE_FULL_ACCESS;
-	if (!xa_is_value(entry))
-		return READ_ONCE(((struct spp_group *)entry)->vec[idx]);
-	v = xa_to_value(entry);
-	return (v >> 32) == idx ? (u32)v : KVM_SUBPAGE_FULL_ACCESS;
+	if (xa_is_value(entry))
+		return (u32)xa_to_value(entry);
+	return READ_ONCE(b->vec[gfn - b->base]);
 }
 
 static u32 spp_get_vector(struct kvm *kvm, gfn_t gfn)
@@ -113,9 +101,7 @@ static u32 spp_get_vector(struct kvm *kvm, gfn_t gfn)
 	u32 vector;
 
 	rcu_read_lock();
-	vector = spp_entry_vector(mtree_load(&kvm->arch.spp_access,
-					     gfn >> SPP_GROUP_SHIFT),
-				  gfn & SPP_GROUP_MASK);
+	vector = spp_entry_vector(mtree_load(&kvm->arch.spp_access, gfn), gfn);
 	rcu_read_unlock();
 	return vector;
 }
@@ -128,22 +114,18 @@ static u32 spp_get_vector(struct kvm *kvm, gfn_t gfn)
 typedef void (*spp_gfn_fn_t)(struct kvm *kvm, gfn_t gfn, void *data);
 
 static void spp_walk_protected(struct kvm *kvm, gfn_t start, gfn_t last,
-				   spp_gfn_fn_t fn, void *data)
+			       spp_gfn_fn_t fn, void *data)
 {
-	MA_STATE(mas, &kvm->arch.spp_access, start >> SPP_GROUP_SHIFT, 0);
-	unsigned int i;
+	MA_STATE(mas, &kvm->arch.spp_access, start, start);
 	void *entry;
 	gfn_t gfn;
 
 	lockdep_assert_held(&kvm->slots_lock);
 	rcu_read_lock();
-	mas_for_each(&mas, entry, last >> SPP_GROUP_SHIFT) {
-		for (i = 0; i < SPP_GROUP_PAGES; i++) {
-			gfn = (mas.index << SPP_GROUP_SHIFT) + i;
-			if (gfn >= start && gfn <= last &&
-			    spp_entry_vector(entry, i) != KVM_SUBPAGE_FULL_ACCESS)
+	mas_for_each(&mas, entry, last) {
+		for (gfn = max(mas.index, start); gfn <= min(mas.last, last); gfn++)
+			if (spp_entry_vector(entry, gfn) != KVM_SUBPAGE_FULL_ACCESS)
 				fn(kvm, gfn, data);
-		}
 	}
 	rcu_read_unlock();
 }
@@ -567,8 +549,8 @@ void kvm_spp_slot_dirty_logging(struct kvm *kvm,
 		return;
 	write_lock(&kvm->mmu_lock);
 	spp_walk_protected(kvm, slot->base_gfn,
-			       slot->base_gfn + slot->npages - 1,
-			       spp_disarm_gfn, &w);
+			   slot->base_gfn + slot->npages - 1,
+			   spp_disarm_gfn, &w);
 	if (w.flush)
 		kvm_flush_remote_tlbs_memslot(kvm, slot);
 	write_unlock(&kvm->mmu_lock);
@@ -592,8 +574,8 @@ void kvm_spp_init_memslot(struct kvm *kvm, struct kvm_memory_slot *slot)
 	if (!kvm_spp_enabled(kvm))
 		return;
 	spp_walk_protected(kvm, slot->base_gfn,
-			       slot->base_gfn + slot->npages - 1,
-			       spp_disallow_lpage, slot);
+			   slot->base_gfn + slot->npages - 1,
+			   spp_disallow_lpage, slot);
 }
 
 /**
@@ -633,11 +615,13 @@ static unsigned long sppt_count_pages(u64 *table, int level)
  * measured so that the numbers do not depend on the allocator:
  *
  *   protected_pages  gfns with a protected sub-page
- *   store_groups     groups of SPP_GROUP_PAGES gfns with an entry
- *   store_blocks     groups with more than one protected page (spp_group)
+ *   store_entries    ranges of the maple tree with an entry
+ *   store_blocks     struct spp_block allocated
+ *   store_vectors    vectors those blocks hold
  *   store_nodes      maple tree nodes (all levels)
  *   store_bytes      store_nodes * sizeof(struct maple_node) +
- *                    store_blocks * sizeof(struct spp_group)
+ *                    store_blocks * sizeof(struct spp_block) +
+ *                    store_vectors * sizeof(u32)
  *   sppt_pages       4 KiB pages of the SPP table (hardware path)
  *
  * Every range of the tree, empty ones included, is visited in index order,
@@ -647,14 +631,14 @@ static unsigned long sppt_count_pages(u64 *table, int level)
  */
 static int spp_store_show(struct seq_file *m, void *v)
 {
-	unsigned long pages = 0, groups = 0, blocks = 0, nodes = 0, sppt = 0;
+	unsigned long pages = 0, entries = 0, nodes = 0, sppt = 0;
 	struct maple_node *last[MAPLE_HEIGHT_MAX + 1] = {}, *node;
+	unsigned long blocks, vectors, parent;
 	struct kvm *kvm = m->private;
-	unsigned long parent;
 	struct ma_state mas;
-	unsigned int i;
 	void *entry;
 	int level;
+	gfn_t gfn;
 
 	mas_init(&mas, &kvm->arch.spp_access, 0);
 
@@ -662,10 +646,9 @@ static int spp_store_show(struct seq_file *m, void *v)
 	rcu_read_lock();
 	for (entry = mas_walk(&mas); ; entry = mas_next_range(&mas, ULONG_MAX)) {
 		if (entry) {
-			groups++;
-			blocks += !xa_is_value(entry);
-			for (i = 0; i < SPP_GROUP_PAGES; i++)
-				pages += spp_entry_vector(entry, i) !=
+			entries++;
+			for (gfn = mas.index; gfn <= mas.last; gfn++)
+				pages += spp_entry_vector(entry, gfn) !=
 					 KVM_SUBPAGE_FULL_ACCESS;
 		}
 		node = mas.status == ma_active ?
@@ -683,6 +666,8 @@ static int spp_store_show(struct seq_file *m, void *v)
 			break;
 	}
 	rcu_read_unlock();
+	blocks = kvm->arch.spp_blocks;
+	vectors = kvm->arch.spp_block_vectors;
 	if (spp_hw(kvm)) {
 		mutex_lock(&kvm->arch.spp_lock);
 		sppt = sppt_count_pages(kvm->arch.sppt.root, 4);
@@ -690,10 +675,11 @@ static int spp_store_show(struct seq_file *m, void *v)
 	}
 	mutex_unlock(&kvm->slots_lock);
 
-	seq_printf(m, "protected_pages %lu\nstore_groups %lu\nstore_blocks %lu\nstore_nodes %lu\nstore_bytes %lu\nsppt_pages %lu\n",
-		   pages, groups, blocks, nodes,
+	seq_printf(m, "protected_pages %lu\nstore_entries %lu\nstore_blocks %lu\nstore_vectors %lu\nstore_nodes %lu\nstore_bytes %lu\nsppt_pages %lu\n",
+		   pages, entries, blocks, vectors, nodes,
 		   nodes * sizeof(struct maple_node) +
-		   blocks * sizeof(struct spp_group), sppt);
+		   blocks * sizeof(struct spp_block) + vectors * sizeof(u32),
+		   sppt);
 	return 0;
 }
 
@@ -758,8 +744,11 @@ int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap)
 	} else if (kvm->created_vcpus) {
 		r = -EBUSY;
 	} else {
-		mt_init_flags(&kvm->arch.spp_access, MT_FLAGS_USE_RCU);
 		mutex_init(&kvm->arch.spp_lock);
+		mt_init_flags(&kvm->arch.spp_access,
+			      MT_FLAGS_USE_RCU | MT_FLAGS_LOCK_EXTERN);
+		mt_set_external_lock(&kvm->arch.spp_access,
+				     &kvm->arch.spp_lock);
 		r = 0;
 		if (READ_ONCE(kvm_spp_hw) &&
 		    !(cap->args[0] & KVM_SPP_ENABLE_SOFTWARE))
@@ -795,161 +784,254 @@ static int spp_check_args(struct kvm *kvm, const struct kvm_subpage_access *sa)
 	return 0;
 }
 
-/* What one KVM_SUBPAGES_SET_ACCESS changes, per page and per group. */
+static struct spp_block *spp_block_alloc(struct kvm *kvm, gfn_t base, u32 nr,
+					 const u32 *vec)
+{
+	struct spp_block *b = kmalloc(sizeof(*b), GFP_KERNEL_ACCOUNT);
+
+	if (!b)
+		return NULL;
+	b->vec = kmemdup_array(vec, nr, sizeof(*vec), GFP_KERNEL_ACCOUNT);
+	if (!b->vec) {
+		kfree(b);
+		return NULL;
+	}
+	b->base = base;
+	b->nr = nr;
+	b->live = 0;
+	kvm->arch.spp_blocks++;
+	kvm->arch.spp_block_vectors += nr;
+	return b;
+}
+
+/* Free @b once no reader can see it. */
+static void spp_block_free(struct kvm *kvm, struct spp_block *b)
+{
+	kvm->arch.spp_blocks--;
+	kvm->arch.spp_block_vectors -= b->nr;
+	kfree_rcu_mightsleep(b->vec);
+	kfree_rcu_mightsleep(b);
+}
+
+/*
+ * The entry for @nr gfns from @base with vectors @vec: NULL if they all
+ * allow every write, a value entry if they are all the same, else a new
+ * block (or ERR_PTR(-ENOMEM)).
+ */
+static void *spp_make_entry(struct kvm *kvm, gfn_t base, u32 nr,
+			    const u32 *vec)
+{
+	struct spp_block *b;
+	u32 i;
+
+	for (i = 1; i < nr && vec[i] == vec[0]; i++)
+		;
+	if (i == nr)
+		return vec[0] == KVM_SUBPAGE_FULL_ACCESS ? NULL :
+		       xa_mk_value(vec[0]);
+	b = spp_block_alloc(kvm, base, nr, vec);
+	return b ?: ERR_PTR(-ENOMEM);
+}
+
+/* A store of one entry over a range, prepared so that it cannot fail. */
+struct spp_store_op {
+	struct ma_state mas;
+	void *entry;
+	unsigned int nr;
+	struct spp_use {
+		struct spp_block *b;
+		u32 gfns;
+	} *uses;
+};
+
+/* What one KVM_SUBPAGES_SET_ACCESS changes, per page. */
 struct spp_change {
 	DECLARE_BITMAP(newly, KVM_SPP_MAX_PAGES);	/* protected, was not */
 	DECLARE_BITMAP(freed, KVM_SPP_MAX_PAGES);	/* was protected, is not */
 	bool any_newly, any_freed, any_changed;
-	void *old[SPP_MAX_GROUPS];
-	void *new[SPP_MAX_GROUPS];
-	bool inserted[SPP_MAX_GROUPS];
+	u32 old[KVM_SPP_MAX_PAGES];
+	struct spp_store_op op;
+	/* Blocks the store leaves mostly unused, and the new one. */
+	struct spp_block *sparse[KVM_SPP_MAX_PAGES + 1];
+	unsigned int nr_sparse;
 };
 
-static bool spp_in_set(const struct kvm_subpage_access *sa, gfn_t gfn)
+/* The old vectors of @sa's range, and what changes. */
+static void spp_diff(struct kvm *kvm, const struct kvm_subpage_access *sa,
+		     const u32 *vec, struct spp_change *c)
 {
-	return gfn >= sa->base_gfn && gfn - sa->base_gfn < sa->npages;
-}
+	gfn_t first = sa->base_gfn, last = first + sa->npages - 1, gfn;
+	struct ma_state mas;
+	void *entry;
+	u32 i;
 
-/* Undo spp_prepare(): nothing it did is visible to readers. */
-static void spp_unprepare(struct kvm *kvm, const struct kvm_subpage_access *sa,
-			  struct spp_change *c)
-{
-	unsigned long g0 = sa->base_gfn >> SPP_GROUP_SHIFT, k;
-	unsigned long nr = ((sa->base_gfn + sa->npages - 1) >> SPP_GROUP_SHIFT) - g0 + 1;
+	mas_init(&mas, &kvm->arch.spp_access, first);
+	for (i = 0; i < sa->npages; i++)
+		c->old[i] = KVM_SUBPAGE_FULL_ACCESS;
+	mas_for_each(&mas, entry, last)
+		for (gfn = max(mas.index, first); gfn <= min(mas.last, last); gfn++)
+			c->old[gfn - first] = spp_entry_vector(entry, gfn);
+	for (i = 0; i < sa->npages; i++) {
+		bool was = c->old[i] != KVM_SUBPAGE_FULL_ACCESS;
+		bool is = vec[i] != KVM_SUBPAGE_FULL_ACCESS;
 
-	for (k = 0; k < nr; k++) {
-		if (c->inserted[k])
-			mtree_erase(&kvm->arch.spp_access, g0 + k);
-		if (c->new[k] && c->new[k] != c->old[k] && !xa_is_value(c->new[k]))
-			kfree(c->new[k]);
+		if (is && !was) {
+			__set_bit(i, c->newly);
+			c->any_newly = true;
+		} else if (was && !is) {
+			__set_bit(i, c->freed);
+			c->any_freed = true;
+		} else if (c->old[i] != vec[i]) {
+			c->any_changed = true;
+		}
+		trace_kvm_spp_set_access(first + i, c->old[i], vec[i]);
 	}
 }
 
 /*
- * Work out the new entry of every group @sa touches, allocate the blocks
- * they need and give every group that will have an entry a slot in the
- * tree (a placeholder), so that spp_commit() cannot fail: it only replaces
- * existing entries.  Return: 0 or -ENOMEM, with nothing changed.
+ * Prepare storing @entry over [@first, @last]: the tree nodes it needs and
+ * the ranges of blocks it replaces.  Caller holds spp_lock.
+ * Return: 0 or -ENOMEM, with nothing changed.
  */
-static int spp_prepare(struct kvm *kvm, const struct kvm_subpage_access *sa,
-		       const u32 *vec, struct spp_change *c)
+static int spp_store_prepare(struct kvm *kvm, struct spp_store_op *op,
+			     gfn_t first, gfn_t last, void *entry)
 {
-	struct maple_tree *mt = &kvm->arch.spp_access;
-	unsigned long g0 = sa->base_gfn >> SPP_GROUP_SHIFT, g, k;
-	unsigned long g1 = (sa->base_gfn + sa->npages - 1) >> SPP_GROUP_SHIFT;
-	unsigned int i, count, single = 0;
-	u32 v[SPP_GROUP_PAGES], ov;
-	struct spp_group *block;
-	void *old, *new;
-	gfn_t gfn;
+	struct ma_state *mas = &op->mas;
+	unsigned int i = 0;
+	void *old;
+	int r;
 
-	for (g = g0, k = 0; g <= g1; g++, k++) {
-		old = mtree_load(mt, g);
-		c->old[k] = old;
-		for (i = 0, count = 0; i < SPP_GROUP_PAGES; i++) {
-			gfn = (g << SPP_GROUP_SHIFT) + i;
-			ov = spp_entry_vector(old, i);
-			v[i] = spp_in_set(sa, gfn) ? vec[gfn - sa->base_gfn] : ov;
-			if (ov == KVM_SUBPAGE_FULL_ACCESS &&
-			    v[i] != KVM_SUBPAGE_FULL_ACCESS) {
-				__set_bit(gfn - sa->base_gfn, c->newly);
-				c->any_newly = true;
-			} else if (ov != KVM_SUBPAGE_FULL_ACCESS &&
-				   v[i] == KVM_SUBPAGE_FULL_ACCESS) {
-				__set_bit(gfn - sa->base_gfn, c->freed);
-				c->any_freed = true;
-			} else if (ov != v[i]) {
-				c->any_changed = true;
-			}
-			if (v[i] != KVM_SUBPAGE_FULL_ACCESS) {
-				count++;
-				single = i;
-			}
+	lockdep_assert_held(&kvm->arch.spp_lock);
+	mas_init(mas, &kvm->arch.spp_access, first);
+	op->entry = entry;
+	op->nr = 0;
+	op->uses = NULL;
+	mas_for_each(mas, old, last)
+		op->nr += !xa_is_value(old);
+	if (op->nr) {
+		op->uses = kmalloc_array(op->nr, sizeof(*op->uses),
+					 GFP_KERNEL_ACCOUNT);
+		if (!op->uses)
+			return -ENOMEM;
+		mas_set(mas, first);
+		mas_for_each(mas, old, last) {
+			if (xa_is_value(old) || WARN_ON_ONCE(i == op->nr))
+				continue;
+			op->uses[i].b = old;
+			op->uses[i++].gfns = min(mas->last, last) -
+					     max(mas->index, first) + 1;
 		}
-		if (!count) {
-			new = old ? spp_mk_single(0, KVM_SUBPAGE_FULL_ACCESS) : NULL;
-		} else if (count == 1) {
-			new = spp_mk_single(single, v[single]);
-		} else if (old && !xa_is_value(old)) {
-			new = old;	/* updated in place */
-		} else {
-			block = kmalloc(sizeof(*block), GFP_KERNEL_ACCOUNT);
-			if (!block)
-				goto nomem;
-			memcpy(block->vec, v, sizeof(v));
-			new = block;
-		}
-		c->new[k] = new;
-		if (new && !old) {
-			if (mtree_insert(mt, g,
-					 spp_mk_single(0, KVM_SUBPAGE_FULL_ACCESS),
-					 GFP_KERNEL_ACCOUNT))
-				goto nomem;
-			c->inserted[k] = true;
-		}
+		op->nr = i;
+	}
+	mas_set_range(mas, first, last);
+	r = mas_preallocate(mas, entry, GFP_KERNEL_ACCOUNT);
+	if (r) {
+		kfree(op->uses);
+		return r;
 	}
 	return 0;
-
-nomem:
-	spp_unprepare(kvm, sa, c);
-	return -ENOMEM;
 }
 
 /*
- * Store the new entries spp_prepare() worked out.  A reader sees, for each
- * gfn, either its old or its new vector.  Groups left without a protected
- * page lose their entry; replaced blocks are freed after an RCU grace
- * period.
+ * Make the prepared store.  A block no range uses any more is freed; a
+ * block of which ranges use less than half goes to @sparse (if not NULL,
+ * room for op->nr blocks) for spp_compact().
  */
-static void spp_commit(struct kvm *kvm, const struct kvm_subpage_access *sa,
-		       const u32 *vec, struct spp_change *c)
+static void spp_store_commit(struct kvm *kvm, struct spp_store_op *op,
+			     struct spp_block **sparse, unsigned int *nr_sparse)
 {
-	struct maple_tree *mt = &kvm->arch.spp_access;
-	unsigned long g0 = sa->base_gfn >> SPP_GROUP_SHIFT, g, k;
-	unsigned long g1 = (sa->base_gfn + sa->npages - 1) >> SPP_GROUP_SHIFT;
-	struct spp_group *block;
-	unsigned long run;
-	unsigned int i;
-	gfn_t gfn;
+	struct spp_block *b;
+	unsigned int i, j;
 
-	for (g = g0, k = 0; g <= g1; g++, k++) {
-		for (i = 0; i < SPP_GROUP_PAGES; i++) {
-			gfn = (g << SPP_GROUP_SHIFT) + i;
-			if (!spp_in_set(sa, gfn))
-				continue;
-			trace_kvm_spp_set_access(gfn,
-						 spp_entry_vector(c->old[k], i),
-						 vec[gfn - sa->base_gfn]);
-		}
-		if (!c->new[k] || (c->new[k] == c->old[k] &&
-				   xa_is_value(c->new[k])))
-			continue;
-		if (c->new[k] == c->old[k]) {
-			block = c->new[k];
-			for (i = 0; i < SPP_GROUP_PAGES; i++) {
-				gfn = (g << SPP_GROUP_SHIFT) + i;
-				if (spp_in_set(sa, gfn))
-					WRITE_ONCE(block->vec[i],
-						   vec[gfn - sa->base_gfn]);
-			}
-			continue;
-		}
-		/* An existing slot is replaced: this cannot allocate. */
-		WARN_ON_ONCE(mtree_store(mt, g, c->new[k], GFP_KERNEL_ACCOUNT));
-		if (c->old[k] && !xa_is_value(c->old[k]))
-			kfree_rcu_mightsleep(c->old[k]);
+	mas_store_prealloc(&op->mas, op->entry);
+	if (op->entry && !xa_is_value(op->entry)) {
+		b = op->entry;
+		b->live += op->mas.last - op->mas.index + 1;
 	}
-
-	/*
-	 * Placeholders go, one store per run of them; if that fails, they
-	 * stay and still allow every write.
-	 */
-	for (g = g0, k = 0; g <= g1; g++, k++) {
-		if (!spp_is_placeholder(c->new[k]))
+	for (i = 0; i < op->nr; i++)
+		op->uses[i].b->live -= op->uses[i].gfns;
+	for (i = 0; i < op->nr; i++) {
+		b = op->uses[i].b;
+		if (!b)
 			continue;
-		for (run = g; g < g1 && spp_is_placeholder(c->new[k + 1]); g++)
-			k++;
-		mtree_store_range(mt, run, g, NULL, GFP_KERNEL_ACCOUNT);
+		for (j = i + 1; j < op->nr; j++)
+			if (op->uses[j].b == b)
+				op->uses[j].b = NULL;
+		if (!b->live)
+			spp_block_free(kvm, b);
+		else if (sparse && b->live < b->nr / 2)
+			sparse[(*nr_sparse)++] = b;
+	}
+	kfree(op->uses);
+}
+
+/* spp_store_prepare() and spp_store_commit(), not compacting. */
+static int spp_store(struct kvm *kvm, gfn_t first, gfn_t last, void *entry)
+{
+	struct spp_store_op op;
+	int r;
+
+	r = spp_store_prepare(kvm, &op, first, last, entry);
+	if (!r)
+		spp_store_commit(kvm, &op, NULL, NULL);
+	return r;
+}
+
+static u32 spp_nr_protected(const u32 *vec, u32 nr)
+{
+	u32 i, n = 0;
+
+	for (i = 0; i < nr; i++)
+		n += vec[i] != KVM_SUBPAGE_FULL_ACCESS;
+	return n;
+}
+
+/*
+ * Best effort, changing no vector: give each range that uses @b entries of
+ * its own (none for the runs that allow every write), so that the memory
+ * of a block that is mostly unused, or mostly allows every write, goes.
+ */
+static void spp_compact(struct kvm *kvm, struct spp_block *b)
+{
+	MA_STATE(mas, &kvm->arch.spp_access, b->base, b->base);
+	gfn_t first, last, end = b->base + b->nr - 1;
+	void *entry, *e;
+	u32 i, j, off;
+	bool done;
+
+	for (;;) {
+		/* The next range that uses @b. */
+		do {
+			entry = mas_find(&mas, end);
+		} while (entry && entry != b);
+		if (!entry)
+			return;
+		first = mas.index;
+		last = min(mas.last, end);
+		/* Its runs of vectors that are all protected or all not. */
+		off = first - b->base;
+		for (i = 0; i <= last - first; i = j) {
+			bool prot = b->vec[off + i] != KVM_SUBPAGE_FULL_ACCESS;
+
+			for (j = i + 1; j <= last - first &&
+			     (b->vec[off + j] != KVM_SUBPAGE_FULL_ACCESS) == prot;
+			     j++)
+				;
+			e = prot ? spp_make_entry(kvm, first + i, j - i,
+						  &b->vec[off + i]) : NULL;
+			if (IS_ERR(e))
+				return;
+			/* The store that ends the use of @b frees it. */
+			done = b->live == j - i;
+			if (spp_store(kvm, first + i, first + j - 1, e)) {
+				if (e && !xa_is_value(e))
+					spp_block_free(kvm, e);
+				return;
+			}
+			if (done)
+				return;
+		}
+		mas_set(&mas, last + 1);
 	}
 }
 
@@ -1065,6 +1147,22 @@ static int spp_check_claims(struct kvm *kvm, const struct kvm_subpage_access *sa
 	return 0;
 }
 
+/* Wait for the vCPUs that checked a write against the old vectors. */
+static void spp_wait_checks(struct kvm *kvm)
+{
+	struct kvm_vcpu *vcpu;
+	unsigned long i;
+
+	/* Pairs with smp_mb() in spp_note_check(). */
+	smp_mb();
+	kvm_for_each_vcpu(i, vcpu, kvm) {
+		if (READ_ONCE(vcpu->arch.spp_checked)) {
+			synchronize_srcu_expedited(&kvm->srcu);
+			return;
+		}
+	}
+}
+
 static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 			  const u32 *vec)
 {
@@ -1072,6 +1170,7 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 	bool protect = false, hw = spp_hw(kvm), wrprot, zap, flush;
 	struct spp_change *c;
 	LIST_HEAD(freed);
+	void *entry;
 	unsigned long i;
 	int r;
 
@@ -1079,19 +1178,33 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 
 	for (i = 0; i < sa->npages; i++)
 		protect |= vec[i] != KVM_SUBPAGE_FULL_ACCESS;
-	c = kzalloc(sizeof(*c), GFP_KERNEL_ACCOUNT);
+	/* Not zeroed: spp_diff() and the store fill what is read. */
+	c = kmalloc(sizeof(*c), GFP_KERNEL_ACCOUNT);
 	if (!c)
 		return -ENOMEM;
+	bitmap_zero(c->newly, KVM_SPP_MAX_PAGES);
+	bitmap_zero(c->freed, KVM_SPP_MAX_PAGES);
+	c->any_newly = false;
+	c->any_freed = false;
+	c->any_changed = false;
+	c->nr_sparse = 0;
 
 	/* spp_lock orders the update against vCPUs claiming memory. */
 	mutex_lock(&kvm->arch.spp_lock);
 	r = protect ? spp_check_claims(kvm, sa, vec) : 0;
-	if (!r)
-		r = spp_prepare(kvm, sa, vec, c);
+	if (r)
+		goto fail;
+	spp_diff(kvm, sa, vec, c);
+	entry = spp_make_entry(kvm, sa->base_gfn, sa->npages, vec);
+	r = PTR_ERR_OR_ZERO(entry);
+	if (r)
+		goto fail;
+	r = spp_store_prepare(kvm, &c->op, sa->base_gfn,
+			      sa->base_gfn + sa->npages - 1, entry);
 	if (r) {
-		mutex_unlock(&kvm->arch.spp_lock);
-		kfree(c);
-		return r;
+		if (entry && !xa_is_value(entry))
+			spp_block_free(kvm, entry);
+		goto fail;
 	}
 
 	/*
@@ -1111,9 +1224,17 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 	 * is writable (or armed) under mmu_lock, so one that read the old
 	 * vectors made its SPTE before the write-protection below, which
 	 * takes mmu_lock for write, and one that reads them after sees the
-	 * new ones.
+	 * new ones.  Blocks left mostly unused, and a new block that mostly
+	 * allows every write, are split into smaller entries (best effort,
+	 * with no vector changing).
 	 */
-	spp_commit(kvm, sa, vec, c);
+	spp_store_commit(kvm, &c->op, c->sparse, &c->nr_sparse);
+	if (entry && !xa_is_value(entry) &&
+	    spp_nr_protected(((struct spp_block *)entry)->vec, sa->npages) <
+	    sa->npages / 2)
+		c->sparse[c->nr_sparse++] = entry;
+	for (i = 0; i < c->nr_sparse; i++)
+		spp_compact(kvm, c->sparse[i]);
 
 	/*
 	 * Newly protected gfns are write-protected in one pass (a huge leaf
@@ -1155,15 +1276,21 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 	kvm_sppt_free_list(&freed);
 
 	/*
-	 * A vCPU may be emulating a write it checked against the old vectors:
-	 * emulation runs in an SRCU read-side section, so wait for it.  No
-	 * lock a vCPU could wait for is held here but slots_lock, as when
-	 * memslots change.
+	 * A vCPU may be making a write it checked against the old vectors:
+	 * checks and writes run in an SRCU read-side section, so wait for
+	 * it, unless no vCPU checked a write since it last entered the guest
+	 * (spp_note_check()).  No lock a vCPU could wait for is held here but
+	 * slots_lock, as when memslots change.
 	 */
 	if (protect)
-		synchronize_srcu_expedited(&kvm->srcu);
+		spp_wait_checks(kvm);
 	kfree(c);
 	return 0;
+
+fail:
+	mutex_unlock(&kvm->arch.spp_lock);
+	kfree(c);
+	return r;
 }
 
 static void spp_get_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
@@ -1234,18 +1361,26 @@ int kvm_vm_ioctl_subpages_access(struct kvm *kvm, unsigned int ioctl,
 void kvm_spp_destroy_vm(struct kvm *kvm)
 {
 	MA_STATE(mas, &kvm->arch.spp_access, 0, 0);
+	struct spp_block *b;
 	void *entry;
 
 	if (!kvm->arch.spp_enabled)
 		return;
-	rcu_read_lock();
-	mas_for_each(&mas, entry, ULONG_MAX)
-		if (!xa_is_value(entry))
-			kfree(entry);
-	rcu_read_unlock();
+	mutex_lock(&kvm->arch.spp_lock);
+	mas_for_each(&mas, entry, ULONG_MAX) {
+		if (xa_is_value(entry))
+			continue;
+		b = entry;
+		b->live -= mas.last - mas.index + 1;
+		if (!b->live) {
+			kfree(b->vec);
+			kfree(b);
+		}
+	}
 	/* No reader is left: free the nodes now, not after a grace period. */
 	mt_clear_in_rcu(&kvm->arch.spp_access);
-	mtree_destroy(&kvm->arch.spp_access);
+	__mt_destroy(&kvm->arch.spp_access);
+	mutex_unlock(&kvm->arch.spp_lock);
 	kvm_sppt_destroy(&kvm->arch.sppt);
 }
 
@@ -1488,6 +1623,21 @@ int kvm_spp_emulation_failure(struct kvm_vcpu *vcpu)
 	return 0;
 }
 
+/*
+ * A vCPU is about to check a write it may then make: until it next enters
+ * the guest, a SET must wait for it (SRCU) before returning.  The flag is
+ * set before the store is read; spp_wait_checks() reads it after the store
+ * changed, so one of the two sees the other.
+ */
+static void spp_note_check(struct kvm_vcpu *vcpu)
+{
+	if (!READ_ONCE(vcpu->arch.spp_checked)) {
+		WRITE_ONCE(vcpu->arch.spp_checked, true);
+		/* The flag before the store: pairs with spp_wait_checks(). */
+		smp_mb();
+	}
+}
+
 /**
  * kvm_spp_check_gpa_write() - apply sub-page permissions to a physical write
  * @vcpu: the vCPU whose instruction is being emulated
@@ -1508,9 +1658,11 @@ int kvm_spp_emulation_failure(struct kvm_vcpu *vcpu)
 int kvm_spp_check_gpa_write(struct kvm_vcpu *vcpu, gpa_t gpa,
 			    unsigned int bytes, unsigned int insn_len)
 {
-	u32 vector = spp_get_vector(vcpu->kvm, gpa_to_gfn(gpa));
+	u32 vector;
 	u8 action;
 
+	spp_note_check(vcpu);
+	vector = spp_get_vector(vcpu->kvm, gpa_to_gfn(gpa));
 	if (vector == KVM_SUBPAGE_FULL_ACCESS ||
 	    spp_range_writable(vector, offset_in_page(gpa), bytes))
 		return X86EMUL_CONTINUE;
@@ -1547,6 +1699,7 @@ int kvm_spp_check_emulated_write(struct kvm_vcpu *vcpu, unsigned long addr,
 	u32 vector;
 	gpa_t gpa;
 
+	spp_note_check(vcpu);
 	while (bytes) {
 		now = min_t(unsigned int, bytes, PAGE_SIZE - offset_in_page(addr));
 		gpa = kvm_mmu_gva_to_gpa_write(vcpu, addr, NULL);
@@ -1592,6 +1745,7 @@ bool kvm_spp_check_kvm_write(struct kvm_vcpu *vcpu, gpa_t gpa, u64 len)
 
 	if (!kvm_spp_enabled(vcpu->kvm))
 		return true;
+	spp_note_check(vcpu);
 	denied = spp_first_denied(vcpu->kvm, gpa, len);
 	if (denied == INVALID_GPA)
 		return true;

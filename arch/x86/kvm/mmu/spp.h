@@ -50,7 +50,18 @@ static inline bool kvm_spp_enabled(struct kvm *kvm)
 	/* Pairs with smp_store_release() in kvm_vm_ioctl_enable_spp(). */
 	return smp_load_acquire(&kvm->arch.spp_enabled);
 }
+
+/*
+ * The vCPU enters the guest: the writes it checked (kvm_spp_check_*())
+ * while handling the last exit are done.
+ */
+static inline void kvm_spp_enter_guest(struct kvm_vcpu *vcpu)
+{
+	if (vcpu->arch.spp_checked)
+		smp_store_release(&vcpu->arch.spp_checked, false);
+}
 #else
+static inline void kvm_spp_enter_guest(struct kvm_vcpu *vcpu) { }
 static inline void kvm_spp_set_hw(bool enable) { }
 static inline u64 kvm_spp_sppt_root(struct kvm *kvm) { return 0; }
 

@@ -7,7 +7,8 @@
  * Over a memslot of -p pages (default 262144, 1 GiB), SET is called with
  * 512 pages per call to protect, then to unprotect, every page, first with
  * the memory never touched by the guest (no SPTEs), then after the guest
- * wrote every page (SPTEs present).  The fixed cost of a call is measured
+ * wrote every page (SPTEs present), and once more with vectors that differ
+ * from page to page (one block of vectors per call).  The fixed cost of a call is measured
  * with 1, 8, 64 and 512 pages.  Then dirty logging is enabled (manual
  * protect), the guest dirties every page again, and KVM_CLEAR_DIRTY_LOG
  * write-protects them, 512 pages per call.
@@ -38,9 +39,14 @@ static void guest_touch(uint64_t gva, uint64_t n)
 {
 	uint64_t i;
 
+	/*
+	 * At offset 0: Bochs 2.7 logs the unaligned gpa of a store in the PML
+	 * buffer, which trips a WARN in vmx_flush_pml_buffer() once dirty
+	 * logging is on (an emulator bug, see README.md).
+	 */
 	for (;;) {
 		for (i = 0; i < n; i++)
-			WRITE_ONCE(*(uint8_t *)(gva + i * PAGE_SIZE + (i & 63)), i);
+			WRITE_ONCE(*(uint8_t *)(gva + i * PAGE_SIZE), i);
 		GUEST_SYNC(0);
 	}
 }
@@ -65,15 +71,18 @@ static void set_range(struct kvm_vm *vm, uint64_t gfn, uint32_t n,
 	vm_ioctl(vm, KVM_SUBPAGES_SET_ACCESS, &sa);
 }
 
-/* SET every page of the memslot to @vec, CHUNK pages per call: ns/page. */
-static double set_all(struct kvm_vm *vm, uint32_t vec)
+/*
+ * SET every page of the memslot to @vec (or, if @distinct, to vectors that
+ * differ from page to page), CHUNK pages per call: ns/page.
+ */
+static double set_all(struct kvm_vm *vm, uint32_t vec, bool distinct)
 {
 	uint32_t map[CHUNK];
 	uint64_t t0, off;
 	int i;
 
 	for (i = 0; i < CHUNK; i++)
-		map[i] = vec;
+		map[i] = distinct ? vec ^ (1U << (i % 31)) : vec;
 	t0 = now_ns();
 	for (off = 0; off < npages; off += CHUNK)
 		set_range(vm, (BENCH_GPA >> PAGE_SHIFT) + off, CHUNK, map);
@@ -93,7 +102,7 @@ static void touch(struct kvm_vcpu *vcpu)
 int main(int argc, char *argv[])
 {
 	static const uint32_t sizes[] = { 1, 8, 64, 512 };
-	double untouched[2], touched[2], clear;
+	double untouched[2], touched[2], distinct[2], clear;
 	struct kvm_clear_dirty_log cl = { .slot = BENCH_SLOT };
 	uint64_t gfn0 = BENCH_GPA >> PAGE_SHIFT;
 	uint32_t map[CHUNK];
@@ -130,11 +139,14 @@ int main(int argc, char *argv[])
 		       kvm_check_cap(KVM_CAP_X86_SPP) & KVM_SPP_CAP_HW_ACCELERATED ?
 		       "hardware" : "software", npages, npages >> 8, CHUNK);
 
-	untouched[0] = set_all(vm, ~1U);
-	untouched[1] = set_all(vm, KVM_SUBPAGE_FULL_ACCESS);
+	untouched[0] = set_all(vm, ~1U, false);
+	untouched[1] = set_all(vm, KVM_SUBPAGE_FULL_ACCESS, false);
 	touch(vcpu);
-	touched[0] = set_all(vm, ~1U);
-	touched[1] = set_all(vm, KVM_SUBPAGE_FULL_ACCESS);
+	touched[0] = set_all(vm, ~1U, false);
+	touched[1] = set_all(vm, KVM_SUBPAGE_FULL_ACCESS, false);
+	touch(vcpu);
+	distinct[0] = set_all(vm, ~1U, true);
+	distinct[1] = set_all(vm, KVM_SUBPAGE_FULL_ACCESS, false);
 
 	/* Fixed cost: protect and unprotect the same pages, FIXED_CALLS times. */
 	for (k = 0; k < ARRAY_SIZE(sizes); k++) {
@@ -174,9 +186,15 @@ int main(int argc, char *argv[])
 	ksft_print_msg("spp_bench: SET unprotect, untouched: %8.1f ns/page\n", untouched[1]);
 	ksft_print_msg("spp_bench: SET protect,   touched:   %8.1f ns/page\n", touched[0]);
 	ksft_print_msg("spp_bench: SET unprotect, touched:   %8.1f ns/page\n", touched[1]);
+	ksft_print_msg("spp_bench: SET protect,   touched, distinct vectors: %8.1f ns/page\n",
+		       distinct[0]);
+	ksft_print_msg("spp_bench: SET unprotect, touched, after distinct:   %8.1f ns/page\n",
+		       distinct[1]);
 	ksft_print_msg("spp_bench: CLEAR_DIRTY_LOG, dirty:   %8.1f ns/page\n", clear);
 	ksft_print_msg("spp_bench: ratio SET protect touched / CLEAR_DIRTY_LOG: %.2f (goal <= 2)\n",
 		       touched[0] / clear);
+	ksft_print_msg("spp_bench: ratio, distinct vectors: %.2f\n",
+		       distinct[0] / clear);
 	ksft_test_result_pass("spp_bench\n");
 	kvm_vm_free(vm);
 	ksft_finished();

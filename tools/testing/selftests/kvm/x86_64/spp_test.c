@@ -1706,18 +1706,18 @@ TEST_F_TIMEOUT(spp, shmem_zap, SPP_TIMEOUT)
 }
 
 struct spp_store {
-	unsigned long pages, groups, blocks, nodes, bytes, sppt;
+	unsigned long pages, entries, blocks, vectors, nodes, bytes, sppt;
 };
 
 static void store_read(struct kvm_vm *vm, struct spp_store *st)
 {
 	static const char * const keys[] = {
-		"protected_pages", "store_groups", "store_blocks",
-		"store_nodes", "store_bytes", "sppt_pages",
+		"protected_pages", "store_entries", "store_blocks",
+		"store_vectors", "store_nodes", "store_bytes", "sppt_pages",
 	};
 	unsigned long *vals[] = {
-		&st->pages, &st->groups, &st->blocks,
-		&st->nodes, &st->bytes, &st->sppt,
+		&st->pages, &st->entries, &st->blocks,
+		&st->vectors, &st->nodes, &st->bytes, &st->sppt,
 	};
 	char path[128], key[32];
 	unsigned long val;
@@ -1738,8 +1738,9 @@ static void store_read(struct kvm_vm *vm, struct spp_store *st)
 	}
 	fclose(f);
 	TEST_ASSERT_EQ(found, ARRAY_SIZE(keys));
-	/* The formula: 256-byte maple tree nodes, 64-byte blocks of 16 vectors. */
-	TEST_ASSERT_EQ(st->bytes, st->nodes * 256 + st->blocks * 64);
+	/* The formula: 256-byte maple tree nodes, 24-byte block headers. */
+	TEST_ASSERT_EQ(st->bytes,
+		       st->nodes * 256 + st->blocks * 24 + st->vectors * 4);
 }
 
 #define SPARSE_PAGES	10000
@@ -1750,11 +1751,13 @@ static void store_read(struct kvm_vm *vm, struct spp_store *st)
 
 /*
  * Memory the permission store costs: KVM counts what it holds (debugfs
- * spp_store: maple tree nodes and 64-byte blocks of 16 vectors), which does
- * not depend on the allocator (a slab delta is printed for reference; it
- * differs under KASAN).  Dense: COST_PAGES contiguous pages with distinct
- * vectors.  Sparse: 10,000 pages spread over the gfns of 1 TiB, each alone
- * in its group of 16 gfns; no memslot is needed to protect them.  And
+ * spp_store: maple tree nodes, blocks of vectors), which does not depend
+ * on the allocator (a slab delta is printed for reference; it differs
+ * under KASAN).  Dense: COST_PAGES contiguous pages with distinct vectors,
+ * one block per call.  Sparse: 10,000 pages spread over the gfns of 1 TiB,
+ * one value entry each; no memslot is needed to protect them.  And blocks
+ * that later calls leave mostly unused, or that mostly allow every write,
+ * are split so that their memory goes.  And
  * nothing per guest page: protecting one page of a 4 GiB memslot for the
  * first time allocates no per-memslot array (KVM's write tracking would
  * vmalloc 2 bytes per page, 2 MiB here).
@@ -1780,7 +1783,7 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 
 	store_read(self->vm, &st0);
 	TEST_ASSERT_EQ(st0.pages, 0);
-	TEST_ASSERT_EQ(st0.groups, 0);
+	TEST_ASSERT_EQ(st0.entries, 0);
 	slab1 = meminfo_kb("Slab");
 	for (j = 0; j < COST_PAGES / SPP_MAX_PAGES; j++) {
 		for (i = 0; i < SPP_MAX_PAGES; i++)
@@ -1793,15 +1796,17 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 
 	ksft_print_msg("first protected page of a %llu-page memslot: %ld KiB vmalloc'ed\n",
 		       BIG_PAGES, vm1 - vm0);
-	ksft_print_msg("%u dense protected pages: %lu nodes * 256 + %lu blocks * 64 = %lu bytes = %.2f bytes/page, %lu SPPT pages (%s path; slab delta %ld KiB, for reference only)\n",
-		       COST_PAGES, st1.nodes, st1.blocks, st1.bytes, per_page,
+	ksft_print_msg("%u dense protected pages: %lu nodes * 256 + %lu blocks * 24 + %lu vectors * 4 = %lu bytes = %.2f bytes/page, %lu SPPT pages (%s path; slab delta %ld KiB, for reference only)\n",
+		       COST_PAGES, st1.nodes, st1.blocks, st1.vectors, st1.bytes,
+		       per_page,
 		       st1.sppt, spp_hw() ? "hardware" : "software",
 		       slab2 - slab1);
 
 	/* Counted, not measured: exact on every allocator configuration. */
 	TEST_ASSERT_EQ(st1.pages, COST_PAGES);
-	TEST_ASSERT_EQ(st1.groups, COST_PAGES / 16);
-	TEST_ASSERT_EQ(st1.blocks, COST_PAGES / 16);
+	TEST_ASSERT_EQ(st1.entries, COST_PAGES / SPP_MAX_PAGES);
+	TEST_ASSERT_EQ(st1.blocks, COST_PAGES / SPP_MAX_PAGES);
+	TEST_ASSERT_EQ(st1.vectors, COST_PAGES);
 	/* Dense protection: 4 bytes of vector and at most 5 of tree per page. */
 	TEST_ASSERT(per_page > 4 && per_page <= 9, "%.2f bytes per protected page",
 		    per_page);
@@ -1812,9 +1817,43 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 		spp_set(self->vm, SPP_GFN + j * SPP_MAX_PAGES, SPP_MAX_PAGES, map);
 	store_read(self->vm, &st1);
 	TEST_ASSERT_EQ(st1.pages, 0);
-	TEST_ASSERT_EQ(st1.groups, 0);
+	TEST_ASSERT_EQ(st1.entries, 0);
 	TEST_ASSERT_EQ(st1.blocks, 0);
+	TEST_ASSERT_EQ(st1.vectors, 0);
 	TEST_ASSERT(st1.nodes <= 1, "%lu nodes left in an empty store", st1.nodes);
+
+	/* A block whose middle a later call unprotects: 2 small blocks left. */
+	for (i = 0; i < SPP_MAX_PAGES; i++)
+		map[i] = 0x0f0f0f0f ^ i;
+	spp_set(self->vm, SPP_GFN, SPP_MAX_PAGES, map);
+	for (i = 0; i < SPP_MAX_PAGES; i++)
+		map[i] = FULL;
+	spp_set(self->vm, SPP_GFN + 6, SPP_MAX_PAGES - 12, map);
+	store_read(self->vm, &st1);
+	TEST_ASSERT_EQ(st1.pages, 12);
+	TEST_ASSERT_EQ(st1.entries, 2);
+	TEST_ASSERT_EQ(st1.blocks, 2);
+	TEST_ASSERT_EQ(st1.vectors, 12);
+	for (i = 0; i < 6; i++)
+		TEST_ASSERT_EQ(spp_get1(self->vm, SPP_GFN + i), 0x0f0f0f0f ^ i);
+	TEST_ASSERT_EQ(spp_get1(self->vm, SPP_GFN + 6), FULL);
+	TEST_ASSERT_EQ(spp_get1(self->vm, SPP_GFN + SPP_MAX_PAGES - 1),
+		       0x0f0f0f0f ^ (SPP_MAX_PAGES - 1));
+	/* A call that protects 2 pages of 512: 2 value entries, no block. */
+	map[0] = 0x11111111;
+	map[SPP_MAX_PAGES - 1] = 0x22222222;
+	spp_set(self->vm, SPP_GFN, SPP_MAX_PAGES, map);
+	store_read(self->vm, &st1);
+	TEST_ASSERT_EQ(st1.pages, 2);
+	TEST_ASSERT_EQ(st1.entries, 2);
+	TEST_ASSERT_EQ(st1.blocks, 0);
+	TEST_ASSERT_EQ(spp_get1(self->vm, SPP_GFN), 0x11111111);
+	TEST_ASSERT_EQ(spp_get1(self->vm, SPP_GFN + 1), FULL);
+	TEST_ASSERT_EQ(spp_get1(self->vm, SPP_GFN + SPP_MAX_PAGES - 1),
+		       0x22222222);
+	map[0] = FULL;
+	map[SPP_MAX_PAGES - 1] = FULL;
+	spp_set(self->vm, SPP_GFN, SPP_MAX_PAGES, map);
 
 	/*
 	 * The worst case: pages far apart, each alone in its group (a value
@@ -1826,15 +1865,15 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 		span = self->vm->max_gfn + 1;
 	stride = span / SPARSE_PAGES;
 	for (i = 0; i < SPARSE_PAGES; i++) {
-		gfn = i * stride + (i * 2654435761u) % (stride - 16);
+		gfn = i * stride + (i * 2654435761u) % (stride - 1);
 		spp_set1(self->vm, gfn, 0x0f0f0f0f);
 	}
 	store_read(self->vm, &st1);
-	ksft_print_msg("%u pages over %lu MiB of gfns: %lu nodes * 256 + %lu blocks * 64 = %lu bytes = %.1f bytes/page\n",
+	ksft_print_msg("%u pages over %lu MiB of gfns: %lu nodes * 256 + %lu blocks = %lu bytes = %.1f bytes/page\n",
 		       SPARSE_PAGES, span >> 8, st1.nodes, st1.blocks, st1.bytes,
 		       (double)st1.bytes / SPARSE_PAGES);
 	TEST_ASSERT_EQ(st1.pages, SPARSE_PAGES);
-	TEST_ASSERT_EQ(st1.groups, SPARSE_PAGES);
+	TEST_ASSERT_EQ(st1.entries, SPARSE_PAGES);
 	TEST_ASSERT_EQ(st1.blocks, 0);
 	/* 10,000 protected pages of a 1 TiB guest: less than 1 MiB. */
 	TEST_ASSERT(st1.bytes < (1 << 20), "%lu bytes for %u sparse pages",
