@@ -507,8 +507,24 @@ static bool spp_cpu_enforces(struct kvm *kvm,
 u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
 		      gfn_t gfn, int level)
 {
-	if (level != PG_LEVEL_4K || !spp_cpu_enforces(kvm, slot, gfn) ||
-	    spp_get_vector(kvm, gfn) == KVM_SUBPAGE_FULL_ACCESS ||
+	if (level != PG_LEVEL_4K ||
+	    spp_get_vector(kvm, gfn) == KVM_SUBPAGE_FULL_ACCESS)
+		return 0;
+	return kvm_spp_protected_spte_mask(kvm, slot, gfn);
+}
+
+/**
+ * kvm_spp_protected_spte_mask() - kvm_spp_spte_mask() for a protected gfn
+ * @kvm: the VM
+ * @slot: the gfn's memslot
+ * @gfn: a gfn the caller knows to be protected, mapped by a 4 KiB leaf
+ *
+ * Return: shadow_spp_mask, or 0.
+ */
+u64 kvm_spp_protected_spte_mask(struct kvm *kvm,
+				const struct kvm_memory_slot *slot, gfn_t gfn)
+{
+	if (!spp_cpu_enforces(kvm, slot, gfn) ||
 	    kvm_gfn_is_write_tracked(kvm, slot, gfn) ||
 	    kvm_mmu_gfn_is_shadowed(kvm, gfn))
 		return 0;

@@ -26,6 +26,8 @@ int kvm_spp_shadow_write_fault(struct kvm_vcpu *vcpu, gpa_t addr,
 int kvm_spp_emulation_failure(struct kvm_vcpu *vcpu);
 u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
 		      gfn_t gfn, int level);
+u64 kvm_spp_protected_spte_mask(struct kvm *kvm,
+				const struct kvm_memory_slot *slot, gfn_t gfn);
 void kvm_spp_slot_dirty_logging(struct kvm *kvm,
 				const struct kvm_memory_slot *slot);
 
@@ -90,6 +92,13 @@ static inline int kvm_spp_shadow_write_fault(struct kvm_vcpu *vcpu, gpa_t addr,
 static inline u64 kvm_spp_spte_mask(struct kvm *kvm,
 				    const struct kvm_memory_slot *slot,
 				    gfn_t gfn, int level)
+{
+	return 0;
+}
+
+static inline u64 kvm_spp_protected_spte_mask(struct kvm *kvm,
+					      const struct kvm_memory_slot *slot,
+					      gfn_t gfn)
 {
 	return 0;
 }
