@@ -531,17 +531,6 @@ u64 kvm_spp_protected_spte_mask(struct kvm *kvm,
 	return shadow_spp_mask;
 }
 
-/**
- * kvm_spp_slot_dirty_logging() - disarm SPP when dirty logging starts
- * @kvm: the VM
- * @slot: the memslot whose KVM_MEM_LOG_DIRTY_PAGES flag changed
- *
- * When @slot starts logging dirty pages, its armed leaves are disarmed (the
- * CPU would not log the writes it permits), with one TLB flush for the
- * whole memslot; every write to a protected gfn then faults and is logged
- * by the emulator.  When logging stops, the leaves stay disarmed until the
- * first write to one faults (kvm_spp_write_fault() re-arms it).
- */
 struct spp_slot_walk {
 	struct kvm_memory_slot *slot;
 	bool flush;
@@ -555,6 +544,17 @@ static void spp_disarm_gfn(struct kvm *kvm, gfn_t gfn, void *data)
 						   PG_LEVEL_4K);
 }
 
+/**
+ * kvm_spp_slot_dirty_logging() - disarm SPP when dirty logging starts
+ * @kvm: the VM
+ * @slot: the memslot whose KVM_MEM_LOG_DIRTY_PAGES flag changed
+ *
+ * When @slot starts logging dirty pages, its armed leaves are disarmed (the
+ * CPU would not log the writes it permits), with one TLB flush for the
+ * whole memslot; every write to a protected gfn then faults and is logged
+ * by the emulator.  When logging stops, the leaves stay disarmed until the
+ * first write to one faults (kvm_spp_write_fault() re-arms it).
+ */
 void kvm_spp_slot_dirty_logging(struct kvm *kvm,
 				const struct kvm_memory_slot *slot)
 {
