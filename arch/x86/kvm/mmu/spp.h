@@ -59,8 +59,10 @@ static inline bool kvm_spp_enabled(struct kvm *kvm)
  */
 static inline void kvm_spp_enter_guest(struct kvm_vcpu *vcpu)
 {
-	if (vcpu->arch.spp_checked)
-		smp_store_release(&vcpu->arch.spp_checked, false);
+	if (!vcpu->arch.spp_checked)
+		return;
+	/* The checked writes are done before a SET sees the flag clear. */
+	smp_store_release(&vcpu->arch.spp_checked, false);
 }
 #else
 static inline void kvm_spp_enter_guest(struct kvm_vcpu *vcpu) { }
