@@ -1430,37 +1430,70 @@ bool kvm_spp_gfn_protected(struct kvm *kvm, gfn_t gfn)
  * denied, by the instruction at RIP when KVM_RUN is called; they need an
  * exit with insn_len != 0 (KVM emulated the instruction).  Anything else
  * fails KVM_RUN with -EINVAL and changes nothing.
+ *
+ * An instruction may make several denied writes (a write denied on both
+ * pages it crosses, the runs of FXSAVE): emulating it again after an answer
+ * can end in the exit for the next one.  The answers are kept until the
+ * instruction completes or userspace answers RETRY, so that each exit makes
+ * progress; more than KVM_SPP_MAX_ANSWERS of them fail KVM_RUN with -E2BIG
+ * (userspace then has to change the permissions and retry).
  */
 static int complete_spp_exit(struct kvm_vcpu *vcpu)
 {
+	struct kvm_vcpu_arch *arch = &vcpu->arch;
 	u8 action = vcpu->run->spp.action;
 	int r;
 
-	if (action == KVM_SPP_ACTION_RETRY)
+	if (action == KVM_SPP_ACTION_RETRY) {
+		arch->spp_nr_answers = 0;
 		return 1;
-	if ((action != KVM_SPP_ACTION_SKIP && action != KVM_SPP_ACTION_ALLOW) ||
-	    !vcpu->arch.spp_denied_bytes) {
-		vcpu->arch.complete_userspace_io = complete_spp_exit;
-		return -EINVAL;
 	}
-	trace_kvm_spp_resume(vcpu->vcpu_id, vcpu->arch.spp_denied_gpa, action);
-	vcpu->arch.spp_resume = action;
+	r = -EINVAL;
+	if ((action == KVM_SPP_ACTION_SKIP || action == KVM_SPP_ACTION_ALLOW) &&
+	    arch->spp_denied_bytes)
+		r = arch->spp_nr_answers < KVM_SPP_MAX_ANSWERS ? 0 : -E2BIG;
+	if (r) {
+		arch->complete_userspace_io = complete_spp_exit;
+		return r;
+	}
+	trace_kvm_spp_resume(vcpu->vcpu_id, arch->spp_denied_gpa, action);
+	arch->spp_answers[arch->spp_nr_answers].gpa = arch->spp_denied_gpa;
+	arch->spp_answers[arch->spp_nr_answers].bytes = arch->spp_denied_bytes;
+	arch->spp_answers[arch->spp_nr_answers++].action = action;
+	arch->spp_denied_bytes = 0;
+	arch->spp_resuming = true;
 	r = kvm_emulate_instruction(vcpu, EMULTYPE_SPP);
-	vcpu->arch.spp_resume = KVM_SPP_ACTION_RETRY;
+	arch->spp_resuming = false;
+	/* No new exit for the instruction: it is done with the answers. */
+	if (!arch->spp_denied_bytes)
+		arch->spp_nr_answers = 0;
 	return r;
 }
 
 /*
  * What to do with a denied write of @bytes at @gpa: exit, or the action
- * userspace chose for it (see complete_spp_exit()).
+ * userspace chose for it (see complete_spp_exit()).  @consume: the write
+ * happens now, so the answer is used up.
  */
 static u8 spp_resume_action(struct kvm_vcpu *vcpu, gpa_t gpa,
-			    unsigned int bytes)
+			    unsigned int bytes, bool consume)
 {
-	if (gpa != vcpu->arch.spp_denied_gpa ||
-	    bytes != vcpu->arch.spp_denied_bytes)
+	struct kvm_vcpu_arch *arch = &vcpu->arch;
+	u8 action;
+	int i;
+
+	if (!arch->spp_resuming)
 		return KVM_SPP_ACTION_RETRY;
-	return vcpu->arch.spp_resume;
+	for (i = 0; i < arch->spp_nr_answers; i++) {
+		if (arch->spp_answers[i].gpa != gpa ||
+		    arch->spp_answers[i].bytes != bytes)
+			continue;
+		action = arch->spp_answers[i].action;
+		if (consume)
+			arch->spp_answers[i].action = KVM_SPP_ACTION_RETRY;
+		return action;
+	}
+	return KVM_SPP_ACTION_RETRY;
 }
 
 /*
@@ -1471,8 +1504,15 @@ static void spp_prepare_exit(struct kvm_vcpu *vcpu, gpa_t gpa,
 			     unsigned int bytes, unsigned int insn_len,
 			     u32 flags)
 {
+	struct kvm_vcpu_arch *arch = &vcpu->arch;
 	struct kvm_run *run = vcpu->run;
+	int i, n = 0;
 
+	/* Answers used up (e.g. by earlier iterations of a rep) go. */
+	for (i = 0; i < arch->spp_nr_answers; i++)
+		if (arch->spp_answers[i].action != KVM_SPP_ACTION_RETRY)
+			arch->spp_answers[n++] = arch->spp_answers[i];
+	arch->spp_nr_answers = n;
 	run->exit_reason = KVM_EXIT_SPP;
 	run->spp.gpa = gpa;
 	run->spp.flags = flags;
@@ -1682,12 +1722,10 @@ int kvm_spp_check_gpa_write(struct kvm_vcpu *vcpu, gpa_t gpa,
 	if (vector == KVM_SUBPAGE_FULL_ACCESS ||
 	    spp_range_writable(vector, offset_in_page(gpa), bytes))
 		return X86EMUL_CONTINUE;
-	action = spp_resume_action(vcpu, gpa, bytes);
-	if (action != KVM_SPP_ACTION_RETRY) {
-		vcpu->arch.spp_resume = KVM_SPP_ACTION_RETRY;
+	action = spp_resume_action(vcpu, gpa, bytes, true);
+	if (action != KVM_SPP_ACTION_RETRY)
 		return action == KVM_SPP_ACTION_ALLOW ? X86EMUL_CONTINUE :
 							X86EMUL_SPP_DROPPED;
-	}
 	spp_prepare_exit(vcpu, gpa, bytes, insn_len, spp_exit_flags(vcpu->kvm));
 	return X86EMUL_IO_NEEDED;
 }
@@ -1726,7 +1764,8 @@ int kvm_spp_check_emulated_write(struct kvm_vcpu *vcpu, unsigned long addr,
 			protected = true;
 			/* A write userspace answered is decided at its gpa. */
 			if (!spp_range_writable(vector, offset_in_page(gpa), now) &&
-			    spp_resume_action(vcpu, gpa, now) == KVM_SPP_ACTION_RETRY) {
+			    spp_resume_action(vcpu, gpa, now, false) ==
+			    KVM_SPP_ACTION_RETRY) {
 				spp_prepare_exit(vcpu, gpa, now, insn_len,
 						 spp_exit_flags(vcpu->kvm));
 				return X86EMUL_IO_NEEDED;

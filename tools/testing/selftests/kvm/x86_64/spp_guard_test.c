@@ -21,6 +21,8 @@
  *   and dirty flags are clear, at the PTE's page offset and at another.  The
  *   data must go to (and come from) the data page, the PTE must only gain
  *   its A/D flags, and no exit may happen.
+ * - answer_each_write: one store denied on both pages it crosses exits
+ *   twice; the two answers (SKIP, ALLOW, mixed) each apply to their part.
  * - toggle_race: four vCPUs write permitted and protected sub-pages of the
  *   same pages while the host toggles the protection of the whole range
  *   (pruning and rebuilding the SPP table on the hardware path).  Every
@@ -1196,6 +1198,74 @@ TEST(allow_one_vcpu)
 	TEST_ASSERT_EQ(ra_mem(vm, RA_ADDR), old);
 	TEST_ASSERT_EQ(vcpu_stat(vcpus[1], "spp_exits"), 2);
 	kvm_vm_free(vm);
+}
+
+/*
+ * answer_each_write
+ *
+ * One instruction, two denied writes: an 8-byte store that crosses from
+ * page A, whose last sub-page is protected, into page B, whose first is.
+ * The exit names A; after an answer, emulating the store again exits for B
+ * (same RIP); after that answer the store completes, each part as
+ * answered.  Before KVM kept the answers of an instruction, the second
+ * answer made it forget the first: SKIP/ALLOW never finished such a write.
+ */
+#define AE_PAGE			8
+#define AE_ADDR			(PG(AE_PAGE + 1) - 4)
+#define AE_V			0x8877665544332211ULL
+
+static void guest_answer_each(void)
+{
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		if (guest_spp_hw) {
+			asm volatile("invlpg (%0)" : : "r"(AE_ADDR) : "memory");
+			asm volatile("invlpg (%0)" : : "r"(AE_ADDR + 4) : "memory");
+		}
+		WRITE_ONCE(*(uint64_t *)AE_ADDR, AE_V);
+		GUEST_SYNC(i);
+	}
+	GUEST_DONE();
+}
+
+TEST(answer_each_write)
+{
+	static const uint8_t actions[4][2] = {
+		{ KVM_SPP_ACTION_ALLOW, KVM_SPP_ACTION_ALLOW },
+		{ KVM_SPP_ACTION_SKIP, KVM_SPP_ACTION_SKIP },
+		{ KVM_SPP_ACTION_ALLOW, KVM_SPP_ACTION_SKIP },
+		{ KVM_SPP_ACTION_SKIP, KVM_SPP_ACTION_ALLOW },
+	};
+	uint32_t *lo, *hi, old_lo, old_hi;
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+	uint64_t rip;
+	int i;
+
+	vm = guard_vm(1, &vcpu, guest_answer_each);
+	spp_set1(vm, GUARD_GFN + AE_PAGE, PROT(31));
+	spp_set1(vm, GUARD_GFN + AE_PAGE + 1, PROT(0));
+	lo = addr_gpa2hva(vm, AE_ADDR);
+	hi = addr_gpa2hva(vm, AE_ADDR + 4);
+	for (i = 0; i < 4; i++) {
+		*lo = old_lo = 0x10101010 * (i + 1);
+		*hi = old_hi = 0x01010101 * (i + 1);
+		rip = expect_spp(vcpu, AE_ADDR);
+		vcpu->run->spp.action = actions[i][0];
+		TEST_ASSERT_EQ(expect_spp(vcpu, PG(AE_PAGE + 1)), rip);
+		TEST_ASSERT_EQ(*lo, old_lo);
+		TEST_ASSERT_EQ(*hi, old_hi);
+		vcpu->run->spp.action = actions[i][1];
+		vcpu_run(vcpu);
+		TEST_ASSERT_EQ(expect_sync(vcpu, "after the second answer"), i);
+		TEST_ASSERT_EQ(*lo, actions[i][0] == KVM_SPP_ACTION_ALLOW ?
+			       (uint32_t)AE_V : old_lo);
+		TEST_ASSERT_EQ(*hi, actions[i][1] == KVM_SPP_ACTION_ALLOW ?
+			       (uint32_t)(AE_V >> 32) : old_hi);
+	}
+	TEST_ASSERT_EQ(vcpu_stat(vcpu, "spp_exits"), 8);
+	run_to_done(vm, vcpu, "answer_each_write");
 }
 
 /*
