@@ -7,7 +7,9 @@
 #   make export       the whole change as a git-am-able series + cover letter
 #
 # Variables: FLAVOUR=base|debug, CELLS="bochs-tigerlake-tdp1 ...",
-# BENCH_INJECT=fail|warn|hang (prove the bench catches each; off by default).
+# BENCH_INJECT=fail|warn|hang|atomic-sleep (prove the bench catches each;
+# off by default), PATCHES=none (the same bench on pristine 6.12: the
+# baseline of the upstream selftests).
 
 SHELL     := /bin/bash
 REPO      := $(CURDIR)
@@ -17,17 +19,33 @@ FLAVOUR   ?= base
 OBJ       := $(BUILD)/obj-$(FLAVOUR)
 STOUT     := $(BUILD)/selftests
 RAMFS     := $(BUILD)/initramfs-$(FLAVOUR).cpio.gz
+# The QEMU cells' initramfs: every test of tests.conf, the upstream ones too.
+RAMFS_FULL := $(BUILD)/initramfs-full.cpio.gz
+# The test sets of the small initramfs (Bochs cells, debug cells, demo).
+SMALL_SETS := bochs dbochs dqemu spp perf
 RESULTS   := $(BUILD)/results-$(FLAVOUR)
 JOBS      ?= $(shell nproc)
 CCACHE_DIR ?= /var/cache/kvm-spp/ccache
 export CCACHE_DIR
 CELLS     ?= bochs-tigerlake-tdp1 bochs-tigerlake-tdp0-noad \
              bochs-skylake-tdp1 bochs-skylake-tdp0 \
-             qemu-svm-tdp1 qemu-svm-tdp0
+             qemu-svm-tdp1 qemu-svm-tdp0 qemu-svm-tdp1-shadow
 # Cells that `make check` also runs with the debug kernel (KASAN, lockdep,
 # KVM_PROVE_MMU), SPP tests only; DEBUG_CELLS= skips the debug build.
 DEBUG_CELLS ?= qemu-svm-tdp1 bochs-tigerlake-tdp1
 BENCH_INJECT ?=
+# PATCHES=none: the same bench on pristine 6.12 (the regression baseline:
+# upstream selftests that pass there must pass with the series), with the
+# selftests and initramfs of the patched tree (SPP tests then skip).
+PATCHES   ?= all
+ifeq ($(PATCHES),none)
+SRC       := $(BUILD)/linux-none
+OBJ       := $(BUILD)/obj-none
+RESULTS   := $(BUILD)/results-none
+RAMFS     := $(BUILD)/initramfs-base.cpio.gz
+DEBUG_CELLS :=
+endif
+export PATCHES
 
 KMAKE = $(MAKE) -C $(SRC) O=$(OBJ) CC="ccache gcc" HOSTCC="ccache gcc" \
 	-j$(JOBS) KCFLAGS="$(KCFLAGS)"
@@ -39,6 +57,13 @@ DEBS := build-essential bc bison flex libelf-dev libssl-dev cpio gzip lz4 rsync 
 
 CONFIGS := $(REPO)/bench/config/base.config \
 	$(if $(filter debug,$(FLAVOUR)),$(REPO)/bench/config/debug.config)
+ifeq ($(PATCHES),none)
+# Pristine 6.12 has no SPP options.
+CONFIGS := $(BUILD)/none.config
+$(BUILD)/none.config: $(REPO)/bench/config/base.config
+	@mkdir -p $(BUILD)
+	grep -v KVM_SPP $< >$@
+endif
 
 .PHONY: all deps tree kernel selftests initramfs check run export clean \
 	debug-build FORCE
@@ -85,8 +110,14 @@ selftests: tree $(OBJ)/.config
 	$(MAKE) -s -C $(SRC)/tools/kvm/spp_demo UAPI=$(SRC)/usr/include \
 		OUT=$(STOUT)/spp_demo
 
+ifeq ($(PATCHES),none)
+initramfs:
+	$(MAKE) PATCHES=all FLAVOUR=base initramfs
+else
 initramfs: selftests
-	@$(REPO)/bench/mkinitramfs $(STOUT) $(RAMFS)
+	@$(REPO)/bench/mkinitramfs $(STOUT) $(RAMFS) $(SMALL_SETS)
+	$(if $(filter base,$(FLAVOUR)),@$(REPO)/bench/mkinitramfs $(STOUT) $(RAMFS_FULL))
+endif
 
 ifneq ($(strip $(DEBUG_CELLS)),)
 ifeq ($(FLAVOUR),base)
@@ -100,6 +131,7 @@ debug-build: kernel initramfs
 check: kernel initramfs
 	@DEBUG_KERNEL=$(BUILD)/obj-debug/arch/x86/boot/bzImage \
 	 DEBUG_INITRD=$(BUILD)/initramfs-debug.cpio.gz \
+	 QEMU_INITRD=$(RAMFS_FULL) \
 	 DEBUG_OUT=$(BUILD)/results-debug \
 	 $(REPO)/bench/matrix $(OBJ)/arch/x86/boot/bzImage $(RAMFS) \
 		$(RESULTS) "$(BENCH_INJECT)" $(CELLS) \
