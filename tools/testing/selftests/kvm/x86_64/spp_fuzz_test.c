@@ -965,9 +965,10 @@ int main(int argc, char *argv[])
 				    FZ_NPAGES, 0);
 	virt_map(vm, FZ_GPA, FZ_GPA, FZ_NPAGES);
 	mem_hva = addr_gpa2hva(vm, FZ_GPA);
-	for (i = 0; i < FZ_BYTES; i++)
+	for (i = 0; i < FZ_BYTES; i++) {
 		m.mem[i] = rnd();
 		mem_hva[i] = m.mem[i];
+	}
 	for (i = 0; i < PAGE_SIZE; i++)
 		fz_src[i] = rnd();
 	sync_global_to_guest(vm, fz_src);
