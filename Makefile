@@ -7,8 +7,8 @@
 #   make export       the whole change as a git-am-able series + cover letter
 #
 # Variables: FLAVOUR=base|debug, CELLS="bochs-tigerlake-tdp1 ...",
-# BENCH_INJECT=fail|warn|hang|atomic-sleep (prove the bench catches each;
-# off by default), PATCHES=none (the same bench on pristine 6.12: the
+# BENCH_INJECT=fail|warn|hang (prove the bench catches each; off by
+# default), PATCHES=none (the same bench on pristine 6.12: the
 # baseline of the upstream selftests).
 
 SHELL     := /bin/bash
