@@ -858,8 +858,10 @@ static void handle_spp_exit(struct kvm_vm *vm, struct kvm_vcpu *vcpu, int *k)
 			v[(a >> PAGE_SHIFT) - gfn] |=
 				1U << ((a & (PAGE_SIZE - 1)) / SUBPAGE);
 		}
-		if (rnd_below(4) == 0)
-			v[0] = v[1] = FULL;
+		if (rnd_below(4) == 0) {
+			v[0] = FULL;
+			v[1] = FULL;
+		}
 		spp_set(vm, gfn, n, v);
 		m.retries++;
 		clear_answers();	/* RETRY: KVM forgets them too */
