@@ -1544,18 +1544,48 @@ static bool spp_can_arm(struct kvm_vcpu *vcpu, gfn_t gfn)
 }
 
 /**
+ * kvm_spp_fault_gpa() - the protected guest-physical address of a write fault
+ * @vcpu: the vCPU
+ * @cr2_or_gpa: the faulting address: a GPA with TDP, otherwise an address the
+ *		guest's page tables translate (a GVA with shadow paging, an L2
+ *		GPA when L2 runs on shadow EPT/NPT)
+ * @error_code: the page-fault error code (PFERR_*)
+ *
+ * Return: the guest-physical address written if its gfn is under sub-page
+ * write protection, otherwise INVALID_GPA.
+ */
+gpa_t kvm_spp_fault_gpa(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa,
+			u64 error_code)
+{
+	struct kvm_mmu *mmu = vcpu->arch.mmu;
+	gpa_t gpa = cr2_or_gpa;
+
+	if (!kvm_spp_enabled(vcpu->kvm))
+		return INVALID_GPA;
+	if (!mmu->root_role.direct)
+		gpa = mmu->gva_to_gpa(vcpu, mmu, cr2_or_gpa, error_code &
+				      (PFERR_WRITE_MASK | PFERR_USER_MASK),
+				      NULL);
+	if (gpa == INVALID_GPA ||
+	    !kvm_spp_gfn_protected(vcpu->kvm, gpa_to_gfn(gpa)))
+		return INVALID_GPA;
+	return gpa;
+}
+
+/**
  * kvm_spp_write_fault() - handle a write fault on a protected gfn
  * @vcpu: the vCPU
- * @gpa: the faulting guest-physical address
+ * @cr2_or_gpa: the faulting address, as for kvm_mmu_page_fault()
+ * @gpa: the guest-physical address it writes (kvm_spp_fault_gpa())
  * @error_code: the page-fault error code (PFERR_*)
  * @insn: the instruction bytes if the CPU provided them, or NULL
  * @insn_len: their length
  *
  * Called for a write that faulted because its gfn is protected (software
- * path), or because SPP denied it or the gfn's leaf was not mapped or not
- * armed (hardware path).  On the hardware path, a write to a writable
- * sub-page of a leaf that can now be armed is retried once, for the CPU to
- * check.
+ * path, with TDP or shadow paging), or because SPP denied it or the gfn's
+ * leaf was not mapped or not armed (hardware path).  On the hardware path, a
+ * write to a writable sub-page of a leaf that can now be armed is retried
+ * once, for the CPU to check.
  * Otherwise:
  *
  * - The CPU was delivering an event (interrupt, exception, NMI) and one of
@@ -1570,12 +1600,14 @@ static bool spp_can_arm(struct kvm_vcpu *vcpu, gfn_t gfn)
  *   instruction accesses: the instruction is emulated without that hint, so
  *   that its own accesses go to (and are checked at) the right address.
  * - Otherwise the instruction is emulated; the emulator applies sub-page
- *   permissions to every write it makes.
+ *   permissions to every write it makes.  A write to a gfn that is also a
+ *   shadowed guest page table is emulated the same way (never unprotected
+ *   and retried), and the shadow MMU sees it as for any emulated write.
  *
  * Return: 1 to resume the guest, 0 to exit to userspace, or -errno.
  */
-int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
-			void *insn, int insn_len)
+int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa, gpa_t gpa,
+			u64 error_code, void *insn, int insn_len)
 {
 	int emulation_type = EMULTYPE_PF | EMULTYPE_SPP;
 	struct kvm *kvm = vcpu->kvm;
@@ -1589,7 +1621,8 @@ int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
 	 * unprotect-and-retry, this is done once per RIP and address, so that
 	 * a write the CPU keeps faulting on goes on to the checks below.
 	 */
-	if (!(error_code & PFERR_GUEST_PAGE_MASK) &&
+	if (vcpu->arch.mmu->root_role.direct &&
+	    !(error_code & PFERR_GUEST_PAGE_MASK) &&
 	    spp_range_writable(spp_get_vector(kvm, gfn), offset_in_page(gpa), 1) &&
 	    (vcpu->arch.last_retry_eip != kvm_rip_read(vcpu) ||
 	     vcpu->arch.last_retry_addr != gpa) &&
@@ -1621,43 +1654,8 @@ int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
 
 	vcpu->arch.spp_fault_gpa = gpa;
 	++vcpu->stat.pf_emulate;
-	return x86_emulate_instruction(vcpu, gpa, emulation_type, insn,
+	return x86_emulate_instruction(vcpu, cr2_or_gpa, emulation_type, insn,
 				       insn_len);
-}
-
-/**
- * kvm_spp_shadow_write_fault() - a write fault with shadow paging on SPP memory
- * @vcpu: the vCPU
- * @addr: the faulting address, translated by the guest's page tables (a
- *	  GVA, or an L2 GPA when L2 runs on shadow EPT/NPT)
- * @error_code: the page-fault error code (PFERR_*)
- *
- * With shadow paging (also for L2 on nested TDP), a write to a gfn under
- * sub-page write protection is emulated like any write to a write-protected
- * gfn, and the emulator applies the permissions.  Not when the CPU was
- * delivering an event: KVM would emulate the instruction at RIP in place of
- * the event's writes.  Then, as with TDP (kvm_spp_write_fault()), the vCPU
- * exits with KVM_SPP_EXIT_EVENT_DELIVERY and the event, requeued by the
- * vendor code, is delivered again when the vCPU resumes.
- *
- * Return: 0 after preparing that exit, 1 if the fault is not such a write.
- */
-int kvm_spp_shadow_write_fault(struct kvm_vcpu *vcpu, gpa_t addr,
-			       u64 error_code)
-{
-	struct kvm_mmu *mmu = vcpu->arch.mmu;
-	gpa_t gpa;
-
-	if (!kvm_spp_enabled(vcpu->kvm) || !kvm_event_needs_reinjection(vcpu))
-		return 1;
-	gpa = mmu->gva_to_gpa(vcpu, mmu, addr, error_code &
-			      (PFERR_WRITE_MASK | PFERR_USER_MASK), NULL);
-	if (gpa == INVALID_GPA || !kvm_spp_gfn_protected(vcpu->kvm,
-							 gpa_to_gfn(gpa)))
-		return 1;
-	spp_prepare_exit(vcpu, gpa, 0, 0, spp_exit_flags(vcpu->kvm) |
-			 KVM_SPP_EXIT_EVENT_DELIVERY);
-	return 0;
 }
 
 /**

@@ -19,10 +19,10 @@ u64 kvm_spp_sppt_vector(u32 access);
 void kvm_spp_set_hw(bool enable);
 u64 kvm_spp_sppt_root(struct kvm *kvm);
 int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa);
-int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa, u64 error_code,
-			void *insn, int insn_len);
-int kvm_spp_shadow_write_fault(struct kvm_vcpu *vcpu, gpa_t addr,
-			       u64 error_code);
+gpa_t kvm_spp_fault_gpa(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa,
+			u64 error_code);
+int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa, gpa_t gpa,
+			u64 error_code, void *insn, int insn_len);
 int kvm_spp_emulation_failure(struct kvm_vcpu *vcpu);
 u64 kvm_spp_spte_mask(struct kvm *kvm, const struct kvm_memory_slot *slot,
 		      gfn_t gfn, int level);
@@ -74,7 +74,14 @@ static inline int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
 	return -EIO;
 }
 
-static inline int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa,
+static inline gpa_t kvm_spp_fault_gpa(struct kvm_vcpu *vcpu,
+				      gpa_t cr2_or_gpa, u64 error_code)
+{
+	return INVALID_GPA;
+}
+
+static inline int kvm_spp_write_fault(struct kvm_vcpu *vcpu,
+				      gpa_t cr2_or_gpa, gpa_t gpa,
 				      u64 error_code, void *insn, int insn_len)
 {
 	return -EIO;
@@ -83,12 +90,6 @@ static inline int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t gpa,
 static inline int kvm_spp_emulation_failure(struct kvm_vcpu *vcpu)
 {
 	return -EIO;
-}
-
-static inline int kvm_spp_shadow_write_fault(struct kvm_vcpu *vcpu, gpa_t addr,
-					     u64 error_code)
-{
-	return 1;
 }
 
 static inline u64 kvm_spp_spte_mask(struct kvm *kvm,

@@ -18,9 +18,9 @@
  *   the instruction at RIP in place of the event.
  * - page_table_page: the guest's own page-table page has a protected
  *   sub-page, and the guest reads and writes through a PTE whose accessed
- *   and dirty flags are clear, at the PTE's page offset and at another.  The
- *   data must go to (and come from) the data page, the PTE must only gain
- *   its A/D flags, and no exit may happen.
+ *   and dirty flags it cleared, at the PTE's page offset and at another.
+ *   The data must go to (and come from) the data page, the PTE must only
+ *   gain its A/D flags, and no exit may happen.
  * - answer_each_write: one store denied on both pages it crosses exits
  *   twice; the two answers (SKIP, ALLOW, mixed) each apply to their part.
  * - toggle_race: four vCPUs write permitted and protected sub-pages of the
@@ -393,30 +393,42 @@ TEST(event_frames)
  * page_table_page
  *
  * The data page is page PT_DATA_PAGE of the memslot; the host finds its PTE
- * in the guest's page tables, clears the PTE's accessed and dirty flags and
- * protects one sub-page of the page-table page.  The guest then invalidates
- * the TLB entry (the host changed the PTE under it) and reads or writes the
- * data page at the PTE's own page offset or at another one.
+ * in the guest's page tables and maps the page-table page into the guest at
+ * PT_MAP_GVA.  Each round, the guest ages the PTE as a kernel's page reclaim
+ * does (clears its accessed and dirty flags, through that mapping, while
+ * the page-table page is unprotected), the host protects one sub-page of
+ * the page-table page, and the guest invalidates the TLB entry and reads or
+ * writes the data page at the PTE's own page offset or at another one.
+ *
+ * The guest changes its PTE itself: with shadow paging, KVM keeps its shadow
+ * of a guest page table in sync by trapping the guest's writes to it, and
+ * does not see the host's (INVLPG does not resynchronise a page KVM
+ * write-protects), so a PTE the host edited would not be walked again.
  */
 #define PT_DATA_PAGE		3
 #define PT_OTHER_SUBPAGE	20
 #define PT_VALUE		0x5a5a00c0ffee0000ULL
 #define PTE_A			((uint64_t)1 << 5)
 #define PTE_D			((uint64_t)1 << 6)
+#define PT_MAP_GVA		0xd0000000UL
 
 struct pt_cmd {
 	uint64_t gva;
 	uint64_t write;
 	uint64_t val;
+	uint64_t pte_gva;
 };
 
 static struct pt_cmd pt_cmd;
 
 static void guest_page_table(void)
 {
-	uint64_t v;
+	uint64_t *pte, v;
 
 	for (;;) {
+		pte = (uint64_t *)pt_cmd.pte_gva;
+		WRITE_ONCE(*pte, READ_ONCE(*pte) & ~(PTE_A | PTE_D));
+		GUEST_SYNC(0);
 		asm volatile("invlpg (%0)" : : "r"(pt_cmd.gva) : "memory");
 		if (pt_cmd.write) {
 			WRITE_ONCE(*(uint64_t *)pt_cmd.gva, pt_cmd.val);
@@ -447,11 +459,12 @@ TEST(page_table_page)
 		       PAGE_OFF(pte_gpa) / SUBPAGE);
 	TEST_ASSERT(PAGE_OFF(pte_gpa) / SUBPAGE != PT_OTHER_SUBPAGE,
 		    "the PTE is in the sub-page meant to be the other one");
+	virt_pg_map(vm, PT_MAP_GVA, pte_gpa & ~4095UL);
+	pt_cmd.pte_gva = PT_MAP_GVA + PAGE_OFF(pte_gpa);
 
 	for (own = 1; own >= 0; own--) {
 		vec = own ? PROT(PAGE_OFF(pte_gpa) / SUBPAGE) :
 			    PROT(PT_OTHER_SUBPAGE);
-		spp_set1(vm, pte_gpa >> PAGE_SHIFT, vec);
 		for (same = 1; same >= 0; same--) {
 			for (write = 0; write <= 1; write++) {
 				data_off = PAGE_OFF(pte_gpa) +
@@ -460,9 +473,17 @@ TEST(page_table_page)
 				pt_cmd.write = write;
 				pt_cmd.val = PT_VALUE + n;
 				sync_global_to_guest(vm, pt_cmd);
-				*pte &= ~(PTE_A | PTE_D);
 				want = write ? pt_cmd.val :
 				       *(uint64_t *)(data + data_off);
+
+				/* The guest ages the PTE, unprotected. */
+				spp_set1(vm, pte_gpa >> PAGE_SHIFT, FULL);
+				vcpu_run(vcpu);
+				expect_sync(vcpu, "aging the PTE");
+				TEST_ASSERT(*pte == (pte_val & ~(PTE_A | PTE_D)),
+					    "PTE 0x%lx after the guest cleared A/D",
+					    *pte);
+				spp_set1(vm, pte_gpa >> PAGE_SHIFT, vec);
 
 				vcpu_run(vcpu);
 				got = expect_sync(vcpu, "page-table page");
@@ -847,6 +868,7 @@ TEST(nested_ept_tables)
 	struct ucall uc;
 
 	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
+	TEST_REQUIRE(kvm_cpu_has_ept());
 
 	vm = guard_vm(1, &vcpu, nt_l1);
 	vmx = vcpu_alloc_vmx(vm, &vmx_pages_gva);
@@ -1138,11 +1160,14 @@ TEST(skip_in_mov_ss_shadow)
 	ksft_print_msg("at the denied write: interrupt.shadow 0x%x, insn_len %u\n",
 		       ev.interrupt.shadow, len);
 	/*
-	 * VMX reports the MOV SS shadow at the exit; QEMU 7.2's SVM model
-	 * does not put it in the VMCB's interrupt state (measured), so on
-	 * SVM only the completion of the skipped instruction is checked.
+	 * With EPT, the write exits as an EPT violation, and VMX reports the
+	 * MOV SS shadow at the exit.  Where the emulated CPU does not, only
+	 * the completion of the skipped instruction is checked: QEMU 7.2's
+	 * SVM model does not put it in the VMCB's interrupt state, and with
+	 * ept=0 (a #PF exit) Bochs 2.7 clears it before saving the guest's
+	 * interruptibility state, unlike SDM 27.3.4 (both measured).
 	 */
-	if (kvm_cpu_has(X86_FEATURE_VMX))
+	if (kvm_cpu_has(X86_FEATURE_VMX) && kvm_is_tdp_enabled())
 		TEST_ASSERT_EQ(ev.interrupt.shadow, KVM_X86_SHADOW_INT_MOV_SS);
 
 	vcpu_guest_debug_set(vcpu, &dbg);

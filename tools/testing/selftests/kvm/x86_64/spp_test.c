@@ -1772,7 +1772,15 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 	uint32_t i, j;
 
 	TEST_ASSERT(map, "malloc");
-	spp_vm_init(self, VM_MEM_SRC_ANONYMOUS, COST_PAGES, 0);
+	/*
+	 * The store is keyed by gfn: the memslot of the dense pages is there,
+	 * but neither mapped in the guest nor touched (no vCPU runs).
+	 */
+	self->vm = vm_create(1);
+	vm_enable_cap(self->vm, KVM_CAP_X86_SPP, 0);
+	vm_spp_hw = spp_cap & KVM_SPP_CAP_HW_ACCELERATED;
+	vm_userspace_mem_region_add(self->vm, VM_MEM_SRC_ANONYMOUS, SPP_GPA,
+				    SPP_SLOT, COST_PAGES, 0);
 	vm_userspace_mem_region_add(self->vm, VM_MEM_SRC_ANONYMOUS, BIG_GPA,
 				    BIG_SLOT, BIG_PAGES, 0);
 
