@@ -22,17 +22,16 @@ RAMFS     := $(BUILD)/initramfs-$(FLAVOUR).cpio.gz
 # The QEMU cells' initramfs: every test of tests.conf, the upstream ones too.
 RAMFS_FULL := $(BUILD)/initramfs-full.cpio.gz
 # The test sets of the small initramfs (Bochs cells, debug cells, demo).
-SMALL_SETS := bochs dbochs dqemu spp perf
+SMALL_SETS := bochs bspp dbochs dqemu spp perf
 RESULTS   := $(BUILD)/results-$(FLAVOUR)
 JOBS      ?= $(shell nproc)
 CCACHE_DIR ?= /var/cache/kvm-spp/ccache
 export CCACHE_DIR
+# A -shadow cell runs KVM without TDP (shadow paging: npt=0 / ept=0).
 CELLS     ?= bochs-tigerlake-tdp1 bochs-tigerlake-tdp0-noad \
              bochs-skylake-tdp1 bochs-skylake-tdp0 \
-             qemu-svm-tdp1 qemu-svm-tdp0
-# Not in the default matrix yet: qemu-svm-tdp1-shadow (KVM without NPT) fails
-# 4 SPP tests, see README.md ("Shadow paging").  CELLS=qemu-svm-tdp1-shadow
-# runs it.
+             bochs-tigerlake-tdp1-shadow \
+             qemu-svm-tdp1 qemu-svm-tdp0 qemu-svm-tdp1-shadow
 # Cells that `make check` also runs with the debug kernel (KASAN, lockdep,
 # KVM_PROVE_MMU), SPP tests only; DEBUG_CELLS= skips the debug build.
 DEBUG_CELLS ?= qemu-svm-tdp1 bochs-tigerlake-tdp1
