@@ -22,7 +22,7 @@ RAMFS     := $(BUILD)/initramfs-$(FLAVOUR).cpio.gz
 # The QEMU cells' initramfs: every test of tests.conf, the upstream ones too.
 RAMFS_FULL := $(BUILD)/initramfs-full.cpio.gz
 # The test sets of the small initramfs (Bochs cells, debug cells, demo).
-SMALL_SETS := bochs bspp dbochs dqemu spp perf
+SMALL_SETS := bochs bspp dbochs dqemu spp perf e2e
 RESULTS   := $(BUILD)/results-$(FLAVOUR)
 JOBS      ?= $(shell nproc)
 CCACHE_DIR ?= /var/cache/kvm-spp/ccache
@@ -55,7 +55,9 @@ KMAKE = $(MAKE) -C $(SRC) O=$(OBJ) CC="ccache gcc" HOSTCC="ccache gcc" \
 DEBS := build-essential bc bison flex libelf-dev libssl-dev cpio gzip lz4 rsync \
 	xz-utils kmod ccache sparse linux-source-6.12 busybox-static \
 	qemu-system-x86 bochs bochsbios vgabios bochs-term isolinux \
-	syslinux-common xorriso
+	syslinux-common xorriso \
+	dpkg-dev meson ninja-build pkg-config libglib2.0-dev libpixman-1-dev \
+	zlib1g-dev libfdt-dev
 
 CONFIGS := $(REPO)/bench/config/base.config \
 	$(if $(filter debug,$(FLAVOUR)),$(REPO)/bench/config/debug.config)
@@ -68,7 +70,7 @@ $(BUILD)/none.config: $(REPO)/bench/config/base.config
 endif
 
 .PHONY: all deps tree kernel selftests initramfs check run export clean \
-	debug-build FORCE
+	debug-build qemu run-qemu FORCE
 
 all: kernel selftests initramfs
 
@@ -112,13 +114,36 @@ selftests: tree $(OBJ)/.config
 	$(MAKE) -s -C $(SRC)/tools/kvm/spp_demo UAPI=$(SRC)/usr/include \
 		OUT=$(STOUT)/spp_demo
 
+# QEMU 7.2 from Debian 12's own source package plus qemu/series: the first
+# VMM that uses SPP.  Its scenario (qemu/spp-e2e, QEMU guarding a Linux
+# guest's IDT) is a test of the base initramfs; `make run-qemu` shows it.
+QEMU_SRC   := $(BUILD)/qemu-src
+QEMU_OBJ   := $(BUILD)/qemu-build
+QEMU_BIN   := $(QEMU_OBJ)/qemu-system-x86_64
+QEMU_STAMP := $(QEMU_SRC)/.kvm-spp-series
+QEMU_CELL  ?= qemu-svm-tdp1
+
+$(QEMU_STAMP): $(REPO)/qemu/series $(wildcard $(REPO)/qemu/patches/*.patch) \
+		$(REPO)/qemu/fetch | $(BUILD)/.deps
+	@$(REPO)/qemu/fetch $(QEMU_SRC)
+	@touch $@
+
+qemu: $(QEMU_STAMP)
+	@$(REPO)/qemu/build $(QEMU_SRC) $(QEMU_OBJ)
+
 ifeq ($(PATCHES),none)
 initramfs:
 	$(MAKE) PATCHES=all FLAVOUR=base initramfs
+else ifeq ($(FLAVOUR),base)
+# The bundle: QEMU, and the bench's own kernel as its guest.
+initramfs: export QEMU_BUNDLE = $(QEMU_BIN) $(OBJ)/arch/x86/boot/bzImage \
+	$(OBJ)/System.map
+initramfs: selftests kernel qemu
+	@$(REPO)/bench/mkinitramfs $(STOUT) $(RAMFS) $(SMALL_SETS)
+	@$(REPO)/bench/mkinitramfs $(STOUT) $(RAMFS_FULL)
 else
 initramfs: selftests
 	@$(REPO)/bench/mkinitramfs $(STOUT) $(RAMFS) $(SMALL_SETS)
-	$(if $(filter base,$(FLAVOUR)),@$(REPO)/bench/mkinitramfs $(STOUT) $(RAMFS_FULL))
 endif
 
 ifneq ($(strip $(DEBUG_CELLS)),)
@@ -141,6 +166,16 @@ check: kernel initramfs
 
 run: kernel initramfs
 	@$(REPO)/bench/demo $(OBJ)/arch/x86/boot/bzImage $(RAMFS) $(BUILD)/demo
+
+# The QEMU scenario alone, in one cell (QEMU_CELL=bochs-tigerlake-tdp1 for
+# the SPP hardware path): its QMP transcript and the guest's console.
+run-qemu: kernel initramfs
+	@$(REPO)/bench/run-cell $(QEMU_CELL) $(OBJ)/arch/x86/boot/bzImage \
+		$(if $(filter qemu-%,$(QEMU_CELL)),$(RAMFS_FULL),$(RAMFS)) \
+		$(BUILD)/run-qemu none e2e >/dev/null; \
+	sed -n 's/^#   //p' $(BUILD)/run-qemu/$(QEMU_CELL).log | tr -d '\r'; \
+	cat $(BUILD)/run-qemu/$(QEMU_CELL).res; \
+	grep -q ' PASS$$' $(BUILD)/run-qemu/$(QEMU_CELL).res
 
 export: tree
 	@$(REPO)/bench/export-series $(SRC) $(BUILD)/series
