@@ -25,18 +25,14 @@
  * still at the instruction.
  *
  * Enforcement with SPP hardware (VMX, see vmx/spp.c): the protected gfns are
- * still mapped read-only, but their 4 KiB EPT leaves are armed with the SPP bit
- * and the CPU looks the write permission up in the SPP table (SPPT), so a
- * write to a writable sub-page costs no VM exit at all.  A denied write is
- * an EPT violation that reaches the emulation path above, which classifies
- * it by the same permission store.  A leaf is armed only when SPP is the
- * sole reason it is read-only: not while the gfn holds a guest page table
- * KVM shadows or is write-tracked by another user, whose writes must trap.
- * The SPPT is built here: four levels indexed by gfn like EPT (gpa bits
- * 47:12 only: higher gfns never reach it, see spp_sppt_maps()), non-leaf
- * entries holding the next table's physical address with bit 0 (valid)
- * set, leaf entries holding the 64-bit vector in which sub-page i is
- * writable if bit 2i is set.
+ * still mapped read-only, but their 4 KiB EPT leaves are armed with
+ * shadow_spp_mask and the CPU looks the write permission up in a table the
+ * vendor module keeps (kvm_x86_ops.spp_update()), so a write to a writable
+ * sub-page costs no VM exit at all.  A denied write is an EPT violation
+ * that reaches the emulation path above, which classifies it by the same
+ * permission store.  A leaf is armed only when SPP is the sole reason it is
+ * read-only: not while the gfn holds a guest page table KVM shadows or is
+ * write-tracked by another user, whose writes must trap.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -54,16 +50,12 @@
 #include "spte.h"
 #include "x86.h"
 
-#define CREATE_TRACE_POINTS
-#include "spptrace.h"
+#include "trace.h"
 
 /* Largest number of pages one KVM_SUBPAGES_{SET,GET}_ACCESS call handles. */
 #define KVM_SPP_MAX_PAGES	512
 
 #define SPP_SUBPAGE_SHIFT	7
-
-/* SPPT misses in a row on the same complete path before KVM gives up. */
-#define SPP_MAX_MISS_REPEATS	16
 
 /*
  * The store is a maple tree keyed by gfn.  An entry covers a range of gfns
@@ -167,324 +159,22 @@ static gpa_t spp_first_denied(struct kvm *kvm, gpa_t gpa, u64 len)
 	return INVALID_GPA;
 }
 
-/* Set when the vendor module enforces SPP in hardware (kvm_spp_set_hw()). */
-static bool kvm_spp_hw __read_mostly;
-
-/**
- * kvm_spp_set_hw() - tell KVM whether the CPU can enforce SPP
- * @enable: true if the vendor module can run VMs with hardware SPP
- *
- * Called by the vendor module when it sets up and tears down hardware.
- */
-void kvm_spp_set_hw(bool enable)
-{
-	WRITE_ONCE(kvm_spp_hw, enable);
-}
-EXPORT_SYMBOL_GPL(kvm_spp_set_hw);
-
+/* Whether the VM uses the hardware path: the CPU applies the permissions. */
 static bool spp_hw(struct kvm *kvm)
 {
-	return kvm_spp_enabled(kvm) && kvm->arch.sppt.root;
+	return kvm_spp_enabled(kvm) && kvm->arch.spp_hw;
 }
-
-/**
- * kvm_spp_sppt_vector() - SPPT leaf entry of a 32-bit write-permission vector
- * @access: bit i set = sub-page i writable
- *
- * Return: the 64-bit leaf entry, with sub-page i's permission in bit 2i.
- */
-u64 kvm_spp_sppt_vector(u32 access)
-{
-	u64 v = 0;
-	int i;
-
-	for (i = 0; i < 32; i++)
-		if (access & BIT(i))
-			v |= BIT_ULL(2 * i);
-	return v;
-}
-
-#define SPPT_FULL_ACCESS	0x5555555555555555ULL
-#define SPPT_ENTRY_VALID	BIT_ULL(0)
-#define SPPT_ADDR_MASK		GENMASK_ULL(51, 12)
-
-/* The SPPT maps guest-physical address bits 47:12; higher gfns would alias. */
-static bool spp_sppt_maps(gfn_t gfn)
-{
-	return !(gfn >> 36);
-}
-
-static unsigned int sppt_index(gfn_t gfn, int level)
-{
-	return (gfn >> ((level - 1) * 9)) & 511;
-}
-
-static u64 *sppt_table(u64 entry)
-{
-	return __va(entry & SPPT_ADDR_MASK);
-}
-
-/**
- * kvm_sppt_prepare() - allocate the SPPT levels that map a gfn
- * @t: the SPP table
- * @gfn: guest frame number
- *
- * New leaf tables are filled with "all writable" entries.  Sleeps; the
- * caller serializes changes of @t.
- *
- * Return: 0 on success, -EINVAL for a gfn the SPPT cannot map, -ENOMEM.
- */
-int kvm_sppt_prepare(struct kvm_sppt *t, gfn_t gfn)
-{
-	u64 *table = t->root, *entry;
-	int level, i;
-
-	if (!spp_sppt_maps(gfn))
-		return -EINVAL;
-
-	for (level = 4; level > 1; level--) {
-		entry = &table[sppt_index(gfn, level)];
-		if (!(READ_ONCE(*entry) & SPPT_ENTRY_VALID)) {
-			u64 *next = (u64 *)get_zeroed_page(GFP_KERNEL_ACCOUNT);
-
-			if (!next)
-				return -ENOMEM;
-			if (level == 2)
-				for (i = 0; i < 512; i++)
-					next[i] = SPPT_FULL_ACCESS;
-			/* The CPU may walk the table as soon as it is linked. */
-			smp_wmb();
-			WRITE_ONCE(*entry, __pa(next) | SPPT_ENTRY_VALID);
-		}
-		table = sppt_table(READ_ONCE(*entry));
-	}
-	return 0;
-}
-
-/* The leaf entry of @gfn, or NULL if a level is missing. */
-static u64 *sppt_leaf(struct kvm_sppt *t, gfn_t gfn)
-{
-	u64 *table = t->root, entry;
-	int level;
-
-	if (!spp_sppt_maps(gfn))
-		return NULL;
-
-	for (level = 4; level > 1; level--) {
-		entry = READ_ONCE(table[sppt_index(gfn, level)]);
-		if (!(entry & SPPT_ENTRY_VALID))
-			return NULL;
-		table = sppt_table(entry);
-	}
-	return &table[sppt_index(gfn, 1)];
-}
-
-/**
- * kvm_sppt_set() - store the write permissions of a gfn in the SPP table
- * @t: the SPP table
- * @gfn: guest frame number
- * @access: 32-bit write-permission vector
- *
- * Does nothing if a level of @gfn's path is missing: the CPU then takes an
- * SPPT miss, whose handler builds the path from the permission store.  Does
- * nothing either for a gfn above the 48 bits of gpa the SPPT maps.
- *
- * Return: true if the leaf entry was written.
- */
-bool kvm_sppt_set(struct kvm_sppt *t, gfn_t gfn, u32 access)
-{
-	u64 *leaf = sppt_leaf(t, gfn);
-
-	if (leaf)
-		WRITE_ONCE(*leaf, kvm_spp_sppt_vector(access));
-	return leaf;
-}
-
-static bool sppt_table_unused(u64 *table, int level)
-{
-	u64 empty = level == 1 ? SPPT_FULL_ACCESS : 0;
-	int i;
-
-	for (i = 0; i < 512; i++)
-		if (READ_ONCE(table[i]) != empty)
-			return false;
-	return true;
-}
-
-/**
- * kvm_sppt_prune() - unlink the SPPT tables on a gfn's path that map nothing
- * @t: the SPP table
- * @gfn: guest frame number
- * @freed: list the unlinked tables go to (via their struct page)
- *
- * A leaf table is unused when all its entries allow every write, an upper
- * table when it links no table.  The caller frees @freed with
- * kvm_sppt_free_list() once the CPUs can no longer walk the tables.
- */
-void kvm_sppt_prune(struct kvm_sppt *t, gfn_t gfn, struct list_head *freed)
-{
-	u64 *path[5];
-	int level;
-
-	if (!spp_sppt_maps(gfn))
-		return;
-	path[4] = t->root;
-	for (level = 4; level > 1; level--) {
-		u64 entry = READ_ONCE(path[level][sppt_index(gfn, level)]);
-
-		if (!(entry & SPPT_ENTRY_VALID))
-			return;
-		path[level - 1] = sppt_table(entry);
-	}
-	for (level = 1; level < 4; level++) {
-		if (!sppt_table_unused(path[level], level))
-			return;
-		WRITE_ONCE(path[level + 1][sppt_index(gfn, level + 1)], 0);
-		list_add(&virt_to_page(path[level])->lru, freed);
-	}
-}
-
-/**
- * kvm_sppt_free_list() - free the tables unlinked by kvm_sppt_prune()
- * @freed: the list
- */
-void kvm_sppt_free_list(struct list_head *freed)
-{
-	struct page *page, *tmp;
-
-	list_for_each_entry_safe(page, tmp, freed, lru) {
-		list_del(&page->lru);
-		__free_page(page);
-	}
-}
-
-static void sppt_free_level(u64 *table, int level)
-{
-	int i;
-
-	if (level > 1)
-		for (i = 0; i < 512; i++)
-			if (table[i] & SPPT_ENTRY_VALID)
-				sppt_free_level(sppt_table(table[i]), level - 1);
-	free_page((unsigned long)table);
-}
-
-/**
- * kvm_sppt_init() - allocate the root of an SPP table
- * @t: the SPP table
- *
- * Return: 0 on success, -ENOMEM.
- */
-int kvm_sppt_init(struct kvm_sppt *t)
-{
-	t->root = (u64 *)get_zeroed_page(GFP_KERNEL_ACCOUNT);
-	return t->root ? 0 : -ENOMEM;
-}
-
-/**
- * kvm_sppt_destroy() - free a whole SPP table
- * @t: the SPP table
- */
-void kvm_sppt_destroy(struct kvm_sppt *t)
-{
-	if (t->root)
-		sppt_free_level(t->root, 4);
-	t->root = NULL;
-}
-
-/**
- * kvm_spp_sppt_root() - physical address of a VM's SPP table, for SPPTP
- * @kvm: the VM
- *
- * Return: the root's physical address, or 0 if the VM does not use
- * hardware SPP.
- */
-u64 kvm_spp_sppt_root(struct kvm *kvm)
-{
-	return spp_hw(kvm) ? __pa(kvm->arch.sppt.root) : 0;
-}
-EXPORT_SYMBOL_GPL(kvm_spp_sppt_root);
-
-/**
- * kvm_spp_handle_sppt_miss() - build the SPPT levels of a faulting gpa
- * @vcpu: the vCPU that took the SPPT-miss VM exit
- * @gpa: the guest-physical address of the access
- *
- * The exit may come while the CPU delivers an event (an interrupt frame
- * pushed onto a protected page): the event has been requeued and is
- * delivered again when the guest resumes.
- *
- * Return: 1 to resume the guest, 0 if the CPU keeps missing on a complete
- * path while no permission changed (the caller reports it to userspace), or
- * -ENOMEM.
- */
-int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
-{
-	struct kvm *kvm = vcpu->kvm;
-	gfn_t gfn = gpa_to_gfn(gpa);
-	unsigned long seq;
-	bool complete;
-	int r = 0, i;
-
-	/* Only a VM with an SPP table runs with the SPP control set. */
-	if (WARN_ON_ONCE(!spp_hw(kvm)))
-		return -EIO;
-
-	++vcpu->stat.spp_sppt_misses;
-	/* The CPU cannot miss on a gpa the SPPT does not map. */
-	if (!spp_sppt_maps(gfn))
-		return 0;
-	mutex_lock(&kvm->arch.spp_lock);
-	seq = kvm->arch.spp_sppt_seq;
-	complete = sppt_leaf(&kvm->arch.sppt, gfn);
-	if (!complete) {
-		/* A new leaf table: fill in all 512 gfns it maps. */
-		kvm->arch.spp_sppt_seq++;
-		r = kvm_sppt_prepare(&kvm->arch.sppt, gfn);
-		for (i = 0; !r && i < 512; i++) {
-			gfn_t g = (gfn & ~511ULL) + i;
-			u32 access = spp_get_vector(kvm, g);
-
-			if (access != KVM_SUBPAGE_FULL_ACCESS)
-				kvm_sppt_set(&kvm->arch.sppt, g, access);
-		}
-	}
-	mutex_unlock(&kvm->arch.spp_lock);
-	if (r)
-		return r;
-
-	/*
-	 * A miss on a complete path is a race with a SET that pruned the path
-	 * after this vCPU's translation was cached (another vCPU may have
-	 * rebuilt it since): flush this vCPU's stale translations and retry.
-	 * Only misses on the same gfn with no SPPT change in between count as
-	 * repeats; many of them cannot be a race.
-	 */
-	if (!complete || vcpu->arch.spp_last_miss != gfn + 1 ||
-	    vcpu->arch.spp_last_miss_seq != seq) {
-		vcpu->arch.spp_miss_repeats = 0;
-	} else if (++vcpu->arch.spp_miss_repeats >= SPP_MAX_MISS_REPEATS) {
-		vcpu->arch.spp_miss_repeats = 0;
-		return 0;
-	}
-	vcpu->arch.spp_last_miss = gfn + 1;
-	vcpu->arch.spp_last_miss_seq = seq;
-	if (complete)
-		kvm_make_request(KVM_REQ_TLB_FLUSH_CURRENT, vcpu);
-	return 1;
-}
-EXPORT_SYMBOL_GPL(kvm_spp_handle_sppt_miss);
 
 /*
  * Whether the CPU applies @gfn's sub-page permissions itself once its 4 KiB
  * leaf is mapped: never while the memslot logs dirty pages (the CPU would
- * not log permitted writes), nor above the 48 bits of guest-physical address
- * the four-level SPP table maps.
+ * not log permitted writes), nor above what the CPU's table of permissions
+ * maps (kvm_caps.spp_gfn_limit).
  */
 static bool spp_cpu_enforces(struct kvm *kvm,
 			     const struct kvm_memory_slot *slot, gfn_t gfn)
 {
-	return spp_hw(kvm) && slot && spp_sppt_maps(gfn) &&
+	return spp_hw(kvm) && slot && gfn < kvm_caps.spp_gfn_limit &&
 	       !kvm_slot_dirty_track_enabled(slot);
 }
 
@@ -495,7 +185,7 @@ static bool spp_cpu_enforces(struct kvm *kvm,
  * @gfn: the guest frame
  * @level: the level of the leaf SPTE being made
  *
- * Only 4 KiB leaves of protected gfns below 2^48 bytes are armed, and not
+ * Only 4 KiB leaves of protected gfns the CPU can check are armed, and not
  * while the memslot logs dirty pages: writes permitted by the CPU would not
  * be logged.  Nor when SPP is not the only reason the leaf is read-only:
  * the gfn holds a guest page table that KVM shadows, or another user
@@ -604,26 +294,12 @@ void kvm_spp_init_memslot(struct kvm *kvm, struct kvm_memory_slot *slot)
  */
 int kvm_spp_check_extension(struct kvm *kvm)
 {
-	bool hw = READ_ONCE(kvm_spp_hw);
+	bool hw = kvm_caps.has_spp;
 
 	/* A VM that enabled SPP reports the path it really uses. */
 	if (kvm && kvm_spp_enabled(kvm))
 		hw = spp_hw(kvm);
 	return KVM_SPP_MAX_PAGES | (hw ? KVM_SPP_CAP_HW_ACCELERATED : 0);
-}
-
-/* Number of SPPT pages (all levels) under @table, itself included. */
-static unsigned long sppt_count_pages(u64 *table, int level)
-{
-	unsigned long n = 1;
-	int i;
-
-	if (level > 1)
-		for (i = 0; i < 512; i++)
-			if (table[i] & SPPT_ENTRY_VALID)
-				n += sppt_count_pages(sppt_table(table[i]),
-						      level - 1);
-	return n;
 }
 
 /*
@@ -686,7 +362,7 @@ static int spp_store_show(struct seq_file *m, void *v)
 	vectors = kvm->arch.spp_block_vectors;
 	if (spp_hw(kvm)) {
 		mutex_lock(&kvm->arch.spp_lock);
-		sppt = sppt_count_pages(kvm->arch.sppt.root, 4);
+		sppt = kvm_x86_call(spp_table_pages)(kvm);
 		mutex_unlock(&kvm->arch.spp_lock);
 	}
 	mutex_unlock(&kvm->slots_lock);
@@ -765,10 +441,9 @@ int kvm_vm_ioctl_enable_spp(struct kvm *kvm, struct kvm_enable_cap *cap)
 			      MT_FLAGS_USE_RCU | MT_FLAGS_LOCK_EXTERN);
 		mt_set_external_lock(&kvm->arch.spp_access,
 				     &kvm->arch.spp_lock);
-		r = 0;
-		if (READ_ONCE(kvm_spp_hw) &&
-		    !(cap->args[0] & KVM_SPP_ENABLE_SOFTWARE))
-			r = kvm_sppt_init(&kvm->arch.sppt);
+		kvm->arch.spp_hw = kvm_caps.has_spp &&
+				   !(cap->args[0] & KVM_SPP_ENABLE_SOFTWARE);
+		r = kvm->arch.spp_hw ? kvm_x86_call(spp_init_vm)(kvm) : 0;
 		if (!r) {
 			/* Pairs with smp_load_acquire() in kvm_spp_enabled(). */
 			smp_store_release(&kvm->arch.spp_enabled, true);
@@ -1182,7 +857,6 @@ static void spp_wait_checks(struct kvm *kvm)
 static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 			  const u32 *vec)
 {
-	struct kvm_sppt *sppt = &kvm->arch.sppt;
 	bool protect = false, hw = spp_hw(kvm), wrprot, zap, flush;
 	struct spp_change *c;
 	LIST_HEAD(freed);
@@ -1232,7 +906,8 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 	if (hw) {
 		for (i = 0; i < sa->npages; i++)
 			if (vec[i] != KVM_SUBPAGE_FULL_ACCESS)
-				kvm_sppt_set(sppt, sa->base_gfn + i, vec[i]);
+				kvm_x86_call(spp_update)(kvm, sa->base_gfn + i,
+							 vec[i], NULL);
 	}
 
 	/*
@@ -1268,10 +943,9 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 		for (i = 0; i < sa->npages; i++) {
 			if (vec[i] != KVM_SUBPAGE_FULL_ACCESS)
 				continue;
-			kvm_sppt_set(sppt, sa->base_gfn + i, vec[i]);
-			kvm_sppt_prune(sppt, sa->base_gfn + i, &freed);
+			kvm_x86_call(spp_update)(kvm, sa->base_gfn + i, vec[i],
+						 &freed);
 		}
-		kvm->arch.spp_sppt_seq++;
 		/* Armed leaves with new vectors: no TLB may keep the old ones. */
 		flush |= c->any_changed;
 	}
@@ -1289,7 +963,7 @@ static int spp_set_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
 		kvm_zap_gfn_range(kvm, sa->base_gfn, sa->base_gfn + sa->npages);
 	if (flush || !list_empty(&freed))
 		kvm_flush_remote_tlbs(kvm);
-	kvm_sppt_free_list(&freed);
+	put_pages_list(&freed);
 
 	/*
 	 * A vCPU may be making a write it checked against the old vectors:
@@ -1397,8 +1071,21 @@ void kvm_spp_destroy_vm(struct kvm *kvm)
 	mt_clear_in_rcu(&kvm->arch.spp_access);
 	__mt_destroy(&kvm->arch.spp_access);
 	mutex_unlock(&kvm->arch.spp_lock);
-	kvm_sppt_destroy(&kvm->arch.sppt);
 }
+
+/**
+ * kvm_spp_gfn_access() - the write-permission vector of a gfn
+ * @kvm: a VM with sub-page write protection enabled
+ * @gfn: the guest frame
+ *
+ * Return: the 32-bit vector, KVM_SUBPAGE_FULL_ACCESS if @gfn is not
+ * protected.
+ */
+u32 kvm_spp_gfn_access(struct kvm *kvm, gfn_t gfn)
+{
+	return spp_get_vector(kvm, gfn);
+}
+EXPORT_SYMBOL_GPL(kvm_spp_gfn_access);
 
 /**
  * kvm_spp_gfn_protected() - whether a gfn has a protected sub-page
@@ -1462,7 +1149,7 @@ static int complete_spp_exit(struct kvm_vcpu *vcpu)
 	arch->spp_answers[arch->spp_nr_answers++].action = action;
 	arch->spp_denied_bytes = 0;
 	arch->spp_resuming = true;
-	r = kvm_emulate_instruction(vcpu, EMULTYPE_SPP);
+	r = kvm_emulate_instruction(vcpu, EMULTYPE_CHECK_WRITES);
 	arch->spp_resuming = false;
 	/* No new exit for the instruction: it is done with the answers. */
 	if (!arch->spp_denied_bytes)
@@ -1609,7 +1296,7 @@ gpa_t kvm_spp_fault_gpa(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa,
 int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa, gpa_t gpa,
 			u64 error_code, void *insn, int insn_len)
 {
-	int emulation_type = EMULTYPE_PF | EMULTYPE_SPP;
+	int emulation_type = EMULTYPE_PF | EMULTYPE_CHECK_WRITES;
 	struct kvm *kvm = vcpu->kvm;
 	gfn_t gfn = gpa_to_gfn(gpa);
 

@@ -7,18 +7,7 @@
 #include "kvm_emulate.h"
 
 #ifdef CONFIG_KVM_SPP
-/* The SPP table builder (hardware path), also used by the KUnit test. */
-int kvm_sppt_init(struct kvm_sppt *t);
-void kvm_sppt_destroy(struct kvm_sppt *t);
-int kvm_sppt_prepare(struct kvm_sppt *t, gfn_t gfn);
-bool kvm_sppt_set(struct kvm_sppt *t, gfn_t gfn, u32 access);
-void kvm_sppt_prune(struct kvm_sppt *t, gfn_t gfn, struct list_head *freed);
-void kvm_sppt_free_list(struct list_head *freed);
-u64 kvm_spp_sppt_vector(u32 access);
-
-void kvm_spp_set_hw(bool enable);
-u64 kvm_spp_sppt_root(struct kvm *kvm);
-int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa);
+u32 kvm_spp_gfn_access(struct kvm *kvm, gfn_t gfn);
 gpa_t kvm_spp_fault_gpa(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa,
 			u64 error_code);
 int kvm_spp_write_fault(struct kvm_vcpu *vcpu, gpa_t cr2_or_gpa, gpa_t gpa,
@@ -66,14 +55,6 @@ static inline void kvm_spp_enter_guest(struct kvm_vcpu *vcpu)
 }
 #else
 static inline void kvm_spp_enter_guest(struct kvm_vcpu *vcpu) { }
-static inline void kvm_spp_set_hw(bool enable) { }
-static inline u64 kvm_spp_sppt_root(struct kvm *kvm) { return 0; }
-
-static inline int kvm_spp_handle_sppt_miss(struct kvm_vcpu *vcpu, gpa_t gpa)
-{
-	return -EIO;
-}
-
 static inline gpa_t kvm_spp_fault_gpa(struct kvm_vcpu *vcpu,
 				      gpa_t cr2_or_gpa, u64 error_code)
 {

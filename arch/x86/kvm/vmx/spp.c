@@ -3,7 +3,8 @@
  * VMX side of sub-page write protection: the "sub-page write permissions"
  * secondary VM-execution control (bit 23), the SPP table pointer (VMCS field
  * 0x2030) and the SPP-related VM exit (basic exit reason 66).  The SPP table
- * itself and the arming of EPT leaves live in mmu/spp.c.
+ * is built in vmx/sppt.c; the permission store and the arming of EPT leaves
+ * live in mmu/spp.c.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -18,6 +19,7 @@
 #include "nested.h"
 #include "spp.h"
 #include "vmx.h"
+#include "x86.h"
 
 /* Exit qualification of exit reason 66: set for a miss, clear for a misconfig. */
 #define SPP_EXIT_QUAL_MISS	BIT(11)
@@ -36,7 +38,8 @@ void vmx_spp_hardware_setup(void)
 	if (!enable_ept || !cpu_has_vmx_spp())
 		enable_spp = false;
 	kvm_mmu_set_spp_mask(enable_spp ? VMX_EPT_SPP_BIT : 0);
-	kvm_spp_set_hw(enable_spp);
+	kvm_caps.has_spp = enable_spp;
+	kvm_caps.spp_gfn_limit = enable_spp ? VMX_SPPT_GFN_LIMIT : 0;
 	if (enable_spp)
 		pr_info("EPT-based sub-page write protection enabled\n");
 }
@@ -46,7 +49,8 @@ void vmx_spp_hardware_setup(void)
  */
 void vmx_spp_hardware_unsetup(void)
 {
-	kvm_spp_set_hw(false);
+	kvm_caps.has_spp = false;
+	kvm_caps.spp_gfn_limit = 0;
 	kvm_mmu_set_spp_mask(0);
 }
 
@@ -59,7 +63,7 @@ void vmx_spp_hardware_unsetup(void)
  */
 u32 vmx_spp_secondary_exec_control(struct kvm *kvm, u32 exec_control)
 {
-	if (!kvm_spp_sppt_root(kvm))
+	if (!vmx_sppt_root(kvm))
 		exec_control &= ~SECONDARY_EXEC_SPP;
 	return exec_control;
 }
@@ -70,7 +74,7 @@ u32 vmx_spp_secondary_exec_control(struct kvm *kvm, u32 exec_control)
  */
 void vmx_spp_init_vmcs(struct kvm_vcpu *vcpu)
 {
-	u64 root = kvm_spp_sppt_root(vcpu->kvm);
+	u64 root = vmx_sppt_root(vcpu->kvm);
 
 	if (root)
 		vmcs_write64(SPPT_POINTER, root);
@@ -103,7 +107,7 @@ int vmx_handle_spp_exit(struct kvm_vcpu *vcpu)
 		vmcs_set_bits(GUEST_INTERRUPTIBILITY_INFO, GUEST_INTR_STATE_NMI);
 
 	if (qual & SPP_EXIT_QUAL_MISS) {
-		r = kvm_spp_handle_sppt_miss(vcpu, gpa);
+		r = vmx_sppt_miss(vcpu, gpa);
 		if (r)
 			return r;
 		pr_warn_ratelimited("vcpu %d: SPPT misses repeat on a complete path at gpa 0x%llx\n",

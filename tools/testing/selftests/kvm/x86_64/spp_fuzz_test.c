@@ -51,6 +51,8 @@
 #include "processor.h"
 #include "ucall_common.h"
 
+#include "spp_labels.h"
+
 #define FZ_SLOT			10
 #define FZ_GPA			0xc0000000UL	/* identity mapped */
 #define FZ_GFN			(FZ_GPA >> PAGE_SHIFT)
@@ -97,7 +99,6 @@ static uint8_t fz_src[PAGE_SIZE] __aligned(64);
 static uint8_t fz_fx[512] __aligned(64);
 static uint8_t fz_fx_ff[512] __aligned(64);
 
-extern const char fz_call_ret[];
 
 static noinline void guest_call(uint64_t top)
 {
@@ -999,14 +1000,17 @@ int main(int argc, char *argv[])
 
 	for (i = 0; i < FZ_DONE; i++)
 		ksft_print_msg("%-15s %lu\n", kind_name[i], m.kinds[i]);
-	ksft_print_msg("%lu units written or denied, %lu exits (%lu skip, %lu allow, %lu retry; %lu more for an answered instruction), %lu SET, %lu GET, %lu memslot changes\n",
-		       m.units_done, m.exits, m.skips, m.allows, m.retries,
-		       m.multi_exits, m.sets, m.gets, m.slot_ops);
-	ksft_print_msg("%lu bytes the CPU stored itself before a fault (unprotected page; SPP hardware: permitted first byte)\n",
-		       m.cpu_partial);
+	ksft_print_msg(
+		"%lu units written or denied, %lu exits (%lu skip, %lu allow, %lu retry; %lu more for an answered instruction), %lu SET, %lu GET, %lu memslot changes\n",
+		m.units_done, m.exits, m.skips, m.allows, m.retries,
+		m.multi_exits, m.sets, m.gets, m.slot_ops);
+	ksft_print_msg(
+		"%lu bytes the CPU stored itself before a fault (unprotected page; SPP hardware: permitted first byte)\n",
+		m.cpu_partial);
 	if (m.hw)
-		ksft_print_msg("hardware granularity: %lu byte-exactly denied units landed, %lu did not\n",
-			       m.maybe_permitted, m.maybe_denied);
+		ksft_print_msg(
+			"hardware granularity: %lu byte-exactly denied units landed, %lu did not\n",
+			m.maybe_permitted, m.maybe_denied);
 	ksft_test_result_pass("%d operations, seed %lu\n", nr_ops, m.seed);
 	kvm_vm_free(vm);
 	ksft_finished();

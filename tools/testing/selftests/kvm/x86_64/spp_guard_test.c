@@ -62,6 +62,8 @@
 #include "vmx.h"
 #include "ucall_common.h"
 
+#include "spp_labels.h"
+
 #define GUARD_SLOT		10
 #define GUARD_GPA		0xc0000000UL	/* identity mapped */
 #define GUARD_GFN		(GUARD_GPA >> PAGE_SHIFT)
@@ -229,7 +231,6 @@ static void guest_irq_handler(struct ex_regs *regs)
 	x2apic_write_reg(APIC_EOI, 0);
 }
 
-extern const char ev_ud2[], ev_irq_rip[];
 
 static void guest_event_frames(void)
 {
@@ -737,7 +738,6 @@ TEST(wide_writes)
 #define VX_PAGE			6
 #define VX_OFF			(3 * SUBPAGE + 16)
 
-extern const char vx_vmptrst[];
 
 static void guest_vmx_writes(struct vmx_pages *vmx_pages)
 {
@@ -931,7 +931,6 @@ TEST(nested_ept_tables)
 #define NE_RSP_SUBPAGE		16
 #define NE_RSP			(PG(NE_PAGE) + NE_RSP_SUBPAGE * SUBPAGE)
 
-extern const char ne_int3[];
 static int ne_bp;
 
 static void ne_bp_handler(struct ex_regs *regs)
@@ -1314,7 +1313,6 @@ TEST(answer_each_write)
 static uint64_t race_stop;
 static uint64_t race_iters[RACE_VCPUS];
 
-extern const char race_store[], race_store_end[];
 
 static void guest_race(int id)
 {
@@ -1523,10 +1521,11 @@ static void race_run(unsigned int churn)
 				    i, p, *hva, race_iters[i]);
 		}
 	}
-	ksft_print_msg("%s path%s: %d rounds, %lu loops, %lu denied, %lu lost to the memslot gap, %lu SPPT misses (vCPU 0)\n",
-		       guest_spp_hw ? "hardware" : "software",
-		       churn ? ", dirty logging and memslot churn" : "", r,
-		       iters, denied, mmio, vcpu_stat(vcpus[0], "spp_sppt_misses"));
+	ksft_print_msg(
+		"%s path%s: %d rounds, %lu loops, %lu denied, %lu lost to the memslot gap, %lu SPPT misses (vCPU 0)\n",
+		guest_spp_hw ? "hardware" : "software",
+		churn ? ", dirty logging and memslot churn" : "", r,
+		iters, denied, mmio, vcpu_stat(vcpus[0], "spp_sppt_misses"));
 	TEST_ASSERT(denied > 0, "no write was ever denied");
 	race_stop = 0;
 	kvm_vm_free(vm);
@@ -1570,8 +1569,6 @@ TEST(memslot_churn_race)
 #define C3_KERNEL_CS		0x8
 #define C3_KERNEL_DS		0x10
 
-extern const char cpl3_code[], cpl3_denied[], cpl3_kwrite[],
-		  cpl3_kwrite_end[], cpl3_ud2[], cpl3_back[];
 
 /* The user-mode code, alone in its page (the only code page marked user). */
 asm(".pushsection .text\n"
@@ -1777,7 +1774,6 @@ enum {
 	NW_VMCLEAR = 1, NW_VMPTRLD, NW_ENTER, NW_L2, NW_L2_EXITED, NW_VMSAVE
 };
 
-extern const char nw_vmclear[], nw_vmptrld[], ns_vmsave[];
 
 static int spp_try_set1(struct kvm_vm *vm, uint64_t gfn, uint32_t vec)
 {

@@ -44,6 +44,8 @@
 #include "vmx.h"
 #include "ucall_common.h"
 
+#include "spp_labels.h"
+
 #define SPP_SLOT		10
 #define SPP_GPA			0xc0000000UL
 #define SPP_GVA			SPP_GPA		/* identity mapped */
@@ -210,17 +212,6 @@ uint64_t spp_xchg(uint64_t dst, uint64_t val);
 void spp_lock_add(uint64_t dst, uint64_t val);
 uint64_t spp_push(uint64_t rsp, uint64_t val);
 
-extern const char spp_st1_insn[], spp_st1_end[], spp_st2_insn[], spp_st2_end[];
-extern const char spp_st4_insn[], spp_st4_end[], spp_st8_insn[], spp_st8_end[];
-extern const char spp_st16_insn[], spp_st16_end[];
-extern const char spp_stosb_insn[], spp_stosb_end[];
-extern const char spp_stosq_insn[], spp_stosq_end[];
-extern const char spp_cmpxchg_insn[], spp_cmpxchg_end[];
-extern const char spp_cmpxchg8b_insn[], spp_cmpxchg8b_end[];
-extern const char spp_cmpxchg16b_insn[], spp_cmpxchg16b_end[];
-extern const char spp_xchg_insn[], spp_xchg_end[];
-extern const char spp_lock_add_insn[], spp_lock_add_end[];
-extern const char spp_push_insn[], spp_push_end[];
 
 enum spp_op {
 	OP_ST1, OP_ST2, OP_ST4, OP_ST8, OP_ST16,
@@ -1804,11 +1795,12 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 
 	ksft_print_msg("first protected page of a %llu-page memslot: %ld KiB vmalloc'ed\n",
 		       BIG_PAGES, vm1 - vm0);
-	ksft_print_msg("%u dense protected pages: %lu nodes * 256 + %lu blocks * 24 + %lu vectors * 4 = %lu bytes = %.2f bytes/page, %lu SPPT pages (%s path; slab delta %ld KiB, for reference only)\n",
-		       COST_PAGES, st1.nodes, st1.blocks, st1.vectors, st1.bytes,
-		       per_page,
-		       st1.sppt, spp_hw() ? "hardware" : "software",
-		       slab2 - slab1);
+	ksft_print_msg(
+		"%u dense protected pages: %lu nodes * 256 + %lu blocks * 24 + %lu vectors * 4 = %lu bytes = %.2f bytes/page, %lu SPPT pages (%s path; slab delta %ld KiB, for reference only)\n",
+		COST_PAGES, st1.nodes, st1.blocks, st1.vectors, st1.bytes,
+		per_page,
+		st1.sppt, spp_hw() ? "hardware" : "software",
+		slab2 - slab1);
 
 	/* Counted, not measured: exact on every allocator configuration. */
 	TEST_ASSERT_EQ(st1.pages, COST_PAGES);
@@ -1877,9 +1869,10 @@ TEST_F_TIMEOUT(spp, memory_cost, SPP_TIMEOUT)
 		spp_set1(self->vm, gfn, 0x0f0f0f0f);
 	}
 	store_read(self->vm, &st1);
-	ksft_print_msg("%u pages over %lu MiB of gfns: %lu nodes * 256 + %lu blocks = %lu bytes = %.1f bytes/page\n",
-		       SPARSE_PAGES, span >> 8, st1.nodes, st1.blocks, st1.bytes,
-		       (double)st1.bytes / SPARSE_PAGES);
+	ksft_print_msg(
+		"%u pages over %lu MiB of gfns: %lu nodes * 256 + %lu blocks = %lu bytes = %.1f bytes/page\n",
+		SPARSE_PAGES, span >> 8, st1.nodes, st1.blocks, st1.bytes,
+		(double)st1.bytes / SPARSE_PAGES);
 	TEST_ASSERT_EQ(st1.pages, SPARSE_PAGES);
 	TEST_ASSERT_EQ(st1.entries, SPARSE_PAGES);
 	TEST_ASSERT_EQ(st1.blocks, 0);

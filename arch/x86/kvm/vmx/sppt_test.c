@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * KUnit test of the SPP table builder (mmu/spp.c): random gfns get random
+ * KUnit test of the SPP table builder (vmx/sppt.c): random gfns get random
  * write-permission vectors, then the table is walked the way the SDM says
  * the CPU walks it (SPPTP -> 3 non-leaf levels indexed by GPA bits like EPT
  * -> a 64-bit leaf with sub-page i's write permission in bit 2i), checking
@@ -56,11 +56,11 @@ static void expect_vector(struct kunit *test, u64 leaf, u32 access)
 
 static void sppt_vector_test(struct kunit *test)
 {
-	KUNIT_EXPECT_EQ(test, kvm_spp_sppt_vector(0), 0ULL);
-	KUNIT_EXPECT_EQ(test, kvm_spp_sppt_vector(~0U), 0x5555555555555555ULL);
-	KUNIT_EXPECT_EQ(test, kvm_spp_sppt_vector(1), 1ULL);
-	KUNIT_EXPECT_EQ(test, kvm_spp_sppt_vector(BIT(31)), BIT_ULL(62));
-	KUNIT_EXPECT_EQ(test, kvm_spp_sppt_vector(0x80000003), 0x4000000000000005ULL);
+	KUNIT_EXPECT_EQ(test, vmx_sppt_vector(0), 0ULL);
+	KUNIT_EXPECT_EQ(test, vmx_sppt_vector(~0U), 0x5555555555555555ULL);
+	KUNIT_EXPECT_EQ(test, vmx_sppt_vector(1), 1ULL);
+	KUNIT_EXPECT_EQ(test, vmx_sppt_vector(BIT(31)), BIT_ULL(62));
+	KUNIT_EXPECT_EQ(test, vmx_sppt_vector(0x80000003), 0x4000000000000005ULL);
 }
 
 static gfn_t random_gfn(int i)
@@ -81,7 +81,7 @@ static gfn_t random_gfn(int i)
 
 static void sppt_build_walk_prune_test(struct kunit *test)
 {
-	struct kvm_sppt t = {};
+	struct vmx_sppt t = {};
 	gfn_t *gfn;
 	u32 *access;
 	LIST_HEAD(freed);
@@ -93,7 +93,7 @@ static void sppt_build_walk_prune_test(struct kunit *test)
 	access = kunit_kcalloc(test, NR_GFNS, sizeof(*access), GFP_KERNEL);
 	KUNIT_ASSERT_NOT_NULL(test, gfn);
 	KUNIT_ASSERT_NOT_NULL(test, access);
-	KUNIT_ASSERT_EQ(test, kvm_sppt_init(&t), 0);
+	KUNIT_ASSERT_EQ(test, vmx_sppt_init(&t), 0);
 	root_pa = __pa(t.root);
 
 	for (i = 0; i < NR_GFNS; i++) {
@@ -101,8 +101,8 @@ static void sppt_build_walk_prune_test(struct kunit *test)
 		access[i] = i % 7 ? get_random_u32() : 0;
 		if (access[i] == KVM_SUBPAGE_FULL_ACCESS)
 			access[i] = 0;
-		KUNIT_ASSERT_EQ(test, kvm_sppt_prepare(&t, gfn[i]), 0);
-		kvm_sppt_set(&t, gfn[i], access[i]);
+		KUNIT_ASSERT_EQ(test, vmx_sppt_prepare(&t, gfn[i]), 0);
+		vmx_sppt_set(&t, gfn[i], access[i]);
 	}
 
 	/* Every gfn reads back its last vector (a gfn may repeat). */
@@ -129,8 +129,8 @@ static void sppt_build_walk_prune_test(struct kunit *test)
 
 	/* Unprotect everything: all tables but the root are unlinked. */
 	for (i = 0; i < NR_GFNS; i++) {
-		kvm_sppt_set(&t, gfn[i], KVM_SUBPAGE_FULL_ACCESS);
-		kvm_sppt_prune(&t, gfn[i], &freed);
+		vmx_sppt_set(&t, gfn[i], KVM_SUBPAGE_FULL_ACCESS);
+		vmx_sppt_prune(&t, gfn[i], &freed);
 	}
 	for (i = 0; i < 512; i++)
 		KUNIT_EXPECT_EQ(test, t.root[i], 0ULL);
@@ -139,38 +139,38 @@ static void sppt_build_walk_prune_test(struct kunit *test)
 	list_for_each(pos, &freed)
 		nfreed++;
 	KUNIT_EXPECT_GT(test, nfreed, 3);
-	kvm_sppt_free_list(&freed);
-	kvm_sppt_destroy(&t);
+	put_pages_list(&freed);
+	vmx_sppt_destroy(&t);
 	KUNIT_EXPECT_NULL(test, t.root);
 }
 
 static void sppt_partial_prune_test(struct kunit *test)
 {
-	struct kvm_sppt t = {};
+	struct vmx_sppt t = {};
 	LIST_HEAD(freed);
 	u64 root_pa;
 
-	KUNIT_ASSERT_EQ(test, kvm_sppt_init(&t), 0);
+	KUNIT_ASSERT_EQ(test, vmx_sppt_init(&t), 0);
 	root_pa = __pa(t.root);
-	KUNIT_ASSERT_EQ(test, kvm_sppt_prepare(&t, 0x1000), 0);
-	KUNIT_ASSERT_EQ(test, kvm_sppt_prepare(&t, 0x1001), 0);
-	kvm_sppt_set(&t, 0x1000, 0x0f0f0f0f);
-	kvm_sppt_set(&t, 0x1001, 0xf0f0f0f0);
+	KUNIT_ASSERT_EQ(test, vmx_sppt_prepare(&t, 0x1000), 0);
+	KUNIT_ASSERT_EQ(test, vmx_sppt_prepare(&t, 0x1001), 0);
+	vmx_sppt_set(&t, 0x1000, 0x0f0f0f0f);
+	vmx_sppt_set(&t, 0x1001, 0xf0f0f0f0);
 
 	/* The leaf table still maps 0x1001: nothing may be freed. */
-	kvm_sppt_set(&t, 0x1000, KVM_SUBPAGE_FULL_ACCESS);
-	kvm_sppt_prune(&t, 0x1000, &freed);
+	vmx_sppt_set(&t, 0x1000, KVM_SUBPAGE_FULL_ACCESS);
+	vmx_sppt_prune(&t, 0x1000, &freed);
 	KUNIT_EXPECT_TRUE(test, list_empty(&freed));
 	expect_vector(test, sdm_walk(test, root_pa, 0x1001, NULL), 0xf0f0f0f0);
 	KUNIT_EXPECT_EQ(test, sdm_walk(test, root_pa, 0x1000, NULL),
 			0x5555555555555555ULL);
 
-	kvm_sppt_set(&t, 0x1001, KVM_SUBPAGE_FULL_ACCESS);
-	kvm_sppt_prune(&t, 0x1001, &freed);
+	vmx_sppt_set(&t, 0x1001, KVM_SUBPAGE_FULL_ACCESS);
+	vmx_sppt_prune(&t, 0x1001, &freed);
 	KUNIT_EXPECT_FALSE(test, list_empty(&freed));
 	KUNIT_EXPECT_EQ(test, sdm_walk(test, root_pa, 0x1001, NULL), 0ULL);
-	kvm_sppt_free_list(&freed);
-	kvm_sppt_destroy(&t);
+	put_pages_list(&freed);
+	vmx_sppt_destroy(&t);
 }
 
 /*
@@ -181,27 +181,27 @@ static void sppt_partial_prune_test(struct kunit *test)
 static void sppt_full_width_gfn_test(struct kunit *test)
 {
 	const gfn_t gfn = 0x12345, alias = gfn + (1ULL << 36);
-	struct kvm_sppt t = {};
+	struct vmx_sppt t = {};
 	LIST_HEAD(freed);
 	u64 root_pa;
 
-	KUNIT_ASSERT_EQ(test, kvm_sppt_init(&t), 0);
+	KUNIT_ASSERT_EQ(test, vmx_sppt_init(&t), 0);
 	root_pa = __pa(t.root);
-	KUNIT_ASSERT_EQ(test, kvm_sppt_prepare(&t, gfn), 0);
-	KUNIT_EXPECT_TRUE(test, kvm_sppt_set(&t, gfn, 0x00ff00ff));
+	KUNIT_ASSERT_EQ(test, vmx_sppt_prepare(&t, gfn), 0);
+	KUNIT_EXPECT_TRUE(test, vmx_sppt_set(&t, gfn, 0x00ff00ff));
 
-	KUNIT_EXPECT_EQ(test, kvm_sppt_prepare(&t, alias), -EINVAL);
-	KUNIT_EXPECT_FALSE(test, kvm_sppt_set(&t, alias, 0));
-	KUNIT_EXPECT_FALSE(test, kvm_sppt_set(&t, alias, KVM_SUBPAGE_FULL_ACCESS));
-	kvm_sppt_prune(&t, alias, &freed);
+	KUNIT_EXPECT_EQ(test, vmx_sppt_prepare(&t, alias), -EINVAL);
+	KUNIT_EXPECT_FALSE(test, vmx_sppt_set(&t, alias, 0));
+	KUNIT_EXPECT_FALSE(test, vmx_sppt_set(&t, alias, KVM_SUBPAGE_FULL_ACCESS));
+	vmx_sppt_prune(&t, alias, &freed);
 	KUNIT_EXPECT_TRUE(test, list_empty(&freed));
-	KUNIT_EXPECT_FALSE(test, kvm_sppt_set(&t, ~0ULL >> 12, 0));
+	KUNIT_EXPECT_FALSE(test, vmx_sppt_set(&t, ~0ULL >> 12, 0));
 	expect_vector(test, sdm_walk(test, root_pa, gfn, NULL), 0x00ff00ff);
 
-	kvm_sppt_set(&t, gfn, KVM_SUBPAGE_FULL_ACCESS);
-	kvm_sppt_prune(&t, gfn, &freed);
-	kvm_sppt_free_list(&freed);
-	kvm_sppt_destroy(&t);
+	vmx_sppt_set(&t, gfn, KVM_SUBPAGE_FULL_ACCESS);
+	vmx_sppt_prune(&t, gfn, &freed);
+	put_pages_list(&freed);
+	vmx_sppt_destroy(&t);
 }
 
 static struct kunit_case sppt_test_cases[] = {
