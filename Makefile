@@ -5,6 +5,8 @@
 #   make check        the full test matrix, one table, `N passed, N failed`
 #   make kernel       bzImage (FLAVOUR=base|debug)
 #   make export       the whole change as a git-am-able series + cover letter
+#   make export-check every prefix of that series builds, warning- and
+#                     checkpatch-clean (one row per commit)
 #
 # Variables: FLAVOUR=base|debug, CELLS="bochs-tigerlake-tdp1 ...",
 # BENCH_INJECT=fail|warn|hang (prove the bench catches each; off by
@@ -60,7 +62,7 @@ DEBS := build-essential bc bison flex libelf-dev libssl-dev cpio gzip lz4 rsync 
 	qemu-system-x86 bochs bochsbios vgabios bochs-term isolinux \
 	syslinux-common xorriso \
 	dpkg-dev meson ninja-build pkg-config libglib2.0-dev libpixman-1-dev \
-	zlib1g-dev libfdt-dev
+	zlib1g-dev libfdt-dev python3-ply
 
 CONFIGS := $(REPO)/bench/config/base.config \
 	$(if $(filter debug,$(FLAVOUR)),$(REPO)/bench/config/debug.config)
@@ -72,7 +74,7 @@ $(BUILD)/none.config: $(REPO)/bench/config/base.config
 	grep -v KVM_SPP $< >$@
 endif
 
-.PHONY: all deps tree kernel selftests initramfs check run export clean \
+.PHONY: all deps tree kernel selftests initramfs check run export export-check clean \
 	debug-build qemu run-qemu FORCE
 
 all: kernel selftests initramfs
@@ -182,7 +184,13 @@ run-qemu: kernel initramfs
 	grep -q ' PASS$$' $(BUILD)/run-qemu/$(QEMU_CELL).res
 
 export: tree
-	@$(REPO)/bench/export-series $(SRC) $(BUILD)/series
+	@$(REPO)/bench/export-series $(BUILD)/series
+
+# Every prefix of the exported series builds (kernel with the bench's config,
+# C=1 W=1 on the files each commit touches, KVM selftests) and passes
+# checkpatch --strict, in a tree of its own (build/export-check).
+export-check: $(BUILD)/.deps kernel
+	@$(REPO)/bench/export-check
 
 clean:
 	rm -rf $(BUILD)

@@ -18,11 +18,10 @@
  *
  * Enforcement without SPP hardware: a protected gfn is never mapped writable
  * (nor by a huge page), so every guest write to it faults and is emulated.
- * The emulator
- * asks kvm_spp_check_emulated_write() before it writes guest memory; a write
- * is let through only if every byte lands in a writable sub-page, otherwise
- * the vCPU exits to userspace with KVM_EXIT_SPP, nothing written and RIP
- * still at the instruction.
+ * The emulator asks kvm_spp_check_emulated_write() before it writes guest
+ * memory; a write is let through only if every byte lands in a writable
+ * sub-page, otherwise the vCPU exits to userspace with KVM_EXIT_SPP, nothing
+ * written and RIP still at the instruction.
  *
  * Enforcement with SPP hardware (VMX, see vmx/spp.c): the protected gfns are
  * still mapped read-only, but their 4 KiB EPT leaves are armed with
@@ -1005,7 +1004,8 @@ static void spp_get_access(struct kvm *kvm, const struct kvm_subpage_access *sa,
  *
  * Return: 0 on success; -ENXIO if SPP is not enabled, -EINVAL for bad flags
  * or range, -E2BIG for too many pages, -EFAULT for a bad user pointer,
- * -ENOMEM.
+ * -EBUSY if SET would deny a write KVM makes for a vCPU's nested guest
+ * (kvm_spp_claim()), -ENOMEM.
  */
 int kvm_vm_ioctl_subpages_access(struct kvm *kvm, unsigned int ioctl,
 				 void __user *argp)

@@ -1,12 +1,31 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Labels of the guest code that the sub-page write protection tests write
- * in assembly (instructions whose address or length the host checks).
+ * Functions and labels of the guest code that the sub-page write protection
+ * tests write in assembly (instructions whose address or length the host
+ * checks).
  */
 #ifndef SELFTEST_KVM_SPP_LABELS_H
 #define SELFTEST_KVM_SPP_LABELS_H
 
-/* spp_test.c: one store instruction each, and the byte after it. */
+#include <stdint.h>
+
+/* spp_test.c: the guest's writes, one store instruction each ... */
+void spp_st1(uint64_t dst, const void *src);
+void spp_st2(uint64_t dst, const void *src);
+void spp_st4(uint64_t dst, const void *src);
+void spp_st8(uint64_t dst, const void *src);
+void spp_st16(uint64_t dst, const void *src);
+uint64_t spp_stosb(uint64_t dst, uint64_t val, uint64_t count);
+uint64_t spp_stosq(uint64_t dst, uint64_t val, uint64_t count);
+uint64_t spp_cmpxchg(uint64_t dst, uint64_t old, uint64_t new);
+uint64_t spp_cmpxchg8b(uint64_t dst, uint64_t old, uint64_t new);
+uint64_t spp_cmpxchg16b(uint64_t dst, const uint64_t *old,
+			const uint64_t *new);
+uint64_t spp_xchg(uint64_t dst, uint64_t val);
+void spp_lock_add(uint64_t dst, uint64_t val);
+uint64_t spp_push(uint64_t rsp, uint64_t val);
+
+/* ... their store instruction and the byte after it. */
 extern const char spp_st1_insn[], spp_st1_end[], spp_st2_insn[], spp_st2_end[];
 extern const char spp_st4_insn[], spp_st4_end[], spp_st8_insn[], spp_st8_end[];
 extern const char spp_st16_insn[], spp_st16_end[];

@@ -197,22 +197,6 @@ asm(".pushsection .text\n"
 "	ret\n"
 ".popsection\n");
 
-void spp_st1(uint64_t dst, const void *src);
-void spp_st2(uint64_t dst, const void *src);
-void spp_st4(uint64_t dst, const void *src);
-void spp_st8(uint64_t dst, const void *src);
-void spp_st16(uint64_t dst, const void *src);
-uint64_t spp_stosb(uint64_t dst, uint64_t val, uint64_t count);
-uint64_t spp_stosq(uint64_t dst, uint64_t val, uint64_t count);
-uint64_t spp_cmpxchg(uint64_t dst, uint64_t old, uint64_t new);
-uint64_t spp_cmpxchg8b(uint64_t dst, uint64_t old, uint64_t new);
-uint64_t spp_cmpxchg16b(uint64_t dst, const uint64_t *old,
-			const uint64_t *new);
-uint64_t spp_xchg(uint64_t dst, uint64_t val);
-void spp_lock_add(uint64_t dst, uint64_t val);
-uint64_t spp_push(uint64_t rsp, uint64_t val);
-
-
 enum spp_op {
 	OP_ST1, OP_ST2, OP_ST4, OP_ST8, OP_ST16,
 	OP_STOSB, OP_STOSQ, OP_CMPXCHG, OP_XCHG, OP_LOCK_ADD, OP_PUSH,
