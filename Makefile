@@ -40,7 +40,8 @@ JOBS      ?= $(shell nproc)
 CCACHE_DIR ?= /var/cache/kvm-spp/ccache
 export CCACHE_DIR
 # A -shadow cell runs KVM without TDP (shadow paging: npt=0 / ept=0).
-CELLS     ?= bochs-tigerlake-tdp1 bochs-tigerlake-tdp0-noad \
+# bench-selftest: the bench's own tests (bench/selftest, about 45 s).
+CELLS     ?= bench-selftest bochs-tigerlake-tdp1 bochs-tigerlake-tdp0-noad \
              bochs-skylake-tdp1 bochs-skylake-tdp0 \
              bochs-tigerlake-tdp1-shadow \
              qemu-svm-tdp1 qemu-svm-tdp0 qemu-svm-tdp1-shadow
@@ -179,7 +180,7 @@ debug-build: kernel initramfs
 check: kernel initramfs
 	@DEBUG_KERNEL=$(BUILD)/obj-debug/arch/x86/boot/bzImage \
 	 DEBUG_INITRD=$(RAMFS_SPP) \
-	 $(if $(filter base,$(FLAVOUR)),SPP_INITRD=$(RAMFS_SPP)) \
+	 $(if $(filter base,$(FLAVOUR)),SPP_INITRD=$(RAMFS_SPP) SPP_SETS="$(SPP_SETS)") \
 	 QEMU_INITRD=$(RAMFS_FULL) E2E_INITRD=$(RAMFS_E2E) \
 	 DEBUG_OUT=$(BUILD)/results-debug \
 	 $(REPO)/bench/matrix $(OBJ)/arch/x86/boot/bzImage $(RAMFS) \
