@@ -21,19 +21,21 @@ SRC       := $(BUILD)/linux
 FLAVOUR   ?= base
 OBJ       := $(BUILD)/obj-$(FLAVOUR)
 STOUT     := $(BUILD)/selftests
-RAMFS     := $(BUILD)/initramfs-$(FLAVOUR).cpio.gz
+# The initramfs images are uncompressed cpio archives (bench/mkinitramfs:
+# a guest unpacks gzip slowly).
+RAMFS     := $(BUILD)/initramfs-$(FLAVOUR).cpio
 # The QEMU cells' initramfs: every test of tests.conf, the upstream ones too.
-RAMFS_FULL := $(BUILD)/initramfs-full.cpio.gz
+RAMFS_FULL := $(BUILD)/initramfs-full.cpio
 # bochs-tigerlake-tdp1's: the small one plus the QEMU scenario (its 13 MB
-# cost the other Bochs cells about 30 s of boot each).
-RAMFS_E2E := $(BUILD)/initramfs-e2e.cpio.gz
+# cost the other Bochs cells about 30 s of boot each, gzip'ed).
+RAMFS_E2E := $(BUILD)/initramfs-e2e.cpio
 # The test sets of the small initramfs (Bochs cells with the short upstream
 # set, demo, the debug flavour by hand).
 SMALL_SETS := bochs bspp dbochs dqemu spp perf e2e
 # The cells that run only the SPP tests (the other Bochs cells, the debug
 # cells) boot an initramfs with only those (3.4 MB instead of 6.6 MB: a
 # Bochs guest, the more so under KASAN, unpacks it slowly; bench/run-cell).
-RAMFS_SPP := $(BUILD)/initramfs-spp.cpio.gz
+RAMFS_SPP := $(BUILD)/initramfs-spp.cpio
 SPP_SETS  := bspp dbochs dqemu spp perf
 RESULTS   := $(BUILD)/results-$(FLAVOUR)
 JOBS      ?= $(shell nproc)
@@ -60,7 +62,7 @@ ifeq ($(PATCHES),none)
 SRC       := $(BUILD)/linux-none
 OBJ       := $(BUILD)/obj-none
 RESULTS   := $(BUILD)/results-none
-RAMFS     := $(BUILD)/initramfs-base.cpio.gz
+RAMFS     := $(BUILD)/initramfs-base.cpio
 DEBUG_CELLS :=
 endif
 export PATCHES
