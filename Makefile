@@ -33,8 +33,9 @@ RAMFS_E2E := $(BUILD)/initramfs-e2e.cpio
 # set, demo, the debug flavour by hand).
 SMALL_SETS := bochs bspp dbochs dqemu spp perf e2e
 # The cells that run only the SPP tests (the other Bochs cells, the debug
-# cells) boot an initramfs with only those (3.4 MB instead of 6.6 MB: a
-# Bochs guest, the more so under KASAN, unpacks it slowly; bench/run-cell).
+# cells) boot an initramfs with only those (7.8 MB instead of 15 MB: a
+# Bochs guest, the more so under KASAN, loads and unpacks it slowly;
+# bench/run-cell).
 RAMFS_SPP := $(BUILD)/initramfs-spp.cpio
 SPP_SETS  := bspp dbochs dqemu spp perf
 RESULTS   := $(BUILD)/results-$(FLAVOUR)
